@@ -109,8 +109,8 @@ func TestRunIOAndMMIOExits(t *testing.T) {
 	code := []byte{
 		0xba, 0xf8, 0x03, // mov dx, 0x3f8
 		0xb0, 'K', // mov al, 'K'
-		0xee,       // out dx, al
-		0xec,       // in al, dx
+		0xee,             // out dx, al
+		0xec,             // in al, dx
 		0xa2, 0x00, 0x80, // mov [0x8000], al   (RAM: no exit)
 		0xbb, 0x00, 0xf0, // mov bx, 0xf000
 		0x8e, 0xc3, // mov es, bx   (es base 0xf0000, outside RAM)

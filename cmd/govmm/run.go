@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/govmm/govmm/vmm"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "run [--kernel PATH] [--initrd PATH] [--cmdline STR] [--memory SIZE] [--cpus N]", stdout)
+	kernel := fs.String("kernel", "", "kernel image: ELF64 (vmlinux, tiny kernels) or bzImage; empty boots the built-in demo kernel")
+	initrd := fs.String("initrd", "", "initial ramdisk (an uncompressed cpio is fastest)")
+	cmdline := fs.String("cmdline", "console=ttyS0", "kernel command line")
+	memory := fs.String("memory", "128M", "guest memory size (K, M, G suffixes)")
+	cpus := fs.Int("cpus", 1, "number of vCPUs")
+	logLevel := fs.String("log-level", "warn", "VMM log level on stderr: debug, info, warn, error")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+
+	mem, err := vmm.ParseMemSize(*memory)
+	if err != nil {
+		return usageErrorf("--memory: %v", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := vmm.Config{
+		Cmdline: *cmdline,
+		MemSize: mem,
+		CPUs:    *cpus,
+		Console: stdout,
+		Logger:  log,
+	}
+	if *kernel == "" {
+		cfg.Kernel, cfg.KernelName = vmm.DemoKernel(), "built-in demo kernel"
+	} else {
+		if cfg.Kernel, err = os.ReadFile(*kernel); err != nil {
+			return usageErrorf("--kernel: %v", err)
+		}
+		cfg.KernelName = *kernel
+	}
+	if *initrd != "" {
+		if cfg.Initrd, err = os.ReadFile(*initrd); err != nil {
+			return usageErrorf("--initrd: %v", err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+
+	m, err := vmm.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	res, err := m.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if cerr := m.Close(); cerr != nil {
+		log.Warn("close machine", "err", cerr)
+	}
+	if res.Code != 0 {
+		return &exitError{code: res.Code, err: errors.New(res.Reason)}
+	}
+	log.Info("guest stopped", "reason", res.Reason)
+	return nil
+}
+
+func cmdProbe(args []string, stdout, stderr io.Writer) error {
+	return fmt.Errorf("not implemented yet")
+}
+
+func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
+	return fmt.Errorf("not implemented yet")
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	return fmt.Errorf("not implemented yet")
+}
