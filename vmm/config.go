@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+
+	"github.com/govmm/govmm/boot"
 )
 
 // Config describes a machine. It is pure data: Validate checks it without
@@ -25,6 +27,8 @@ type Config struct {
 	MemSize uint64
 	// CPUs is the number of vCPUs.
 	CPUs int
+	// Net lists the virtio-net devices, in virtio-mmio slot order.
+	Net []NetConfig
 
 	// Console receives the guest's serial output; ConsoleIn, if set,
 	// feeds the guest's serial input.
@@ -69,6 +73,9 @@ func (c *Config) Validate() error {
 	}
 	if strings.IndexByte(c.Cmdline, 0) >= 0 {
 		return bad("kernel command line contains a NUL byte")
+	}
+	if err := ValidateNets(c.Net, boot.MaxVirtioDevices); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }

@@ -51,6 +51,12 @@ type Machine struct {
 	irqfds []irqfd
 	ioev   *kvm.IoEventSpace
 
+	// devClosers release devices (stop their workers, remove TAPs they
+	// created, close backends); Close runs them in reverse order after
+	// the vCPUs have stopped and before the VM and guest RAM go away.
+	devClosers []func() error
+	netStats   []func() string
+
 	stopOnce sync.Once
 	stopMu   sync.Mutex
 	result   Result
@@ -139,6 +145,9 @@ func New(cfg Config) (_ *Machine, err error) {
 	}
 
 	if err := m.setupDevices(console); err != nil {
+		return nil, err
+	}
+	if err := m.setupNet(); err != nil {
 		return nil, err
 	}
 
@@ -420,6 +429,9 @@ func (m *Machine) Close() error {
 		}
 		for _, v := range m.vcpus {
 			errs = append(errs, v.Close())
+		}
+		for i := len(m.devClosers) - 1; i >= 0; i-- {
+			errs = append(errs, m.devClosers[i]())
 		}
 		for _, i := range m.irqfds {
 			if m.vm != nil {

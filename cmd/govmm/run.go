@@ -21,6 +21,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	memory := fs.String("memory", "128M", "guest memory size (K, M, G suffixes)")
 	cpus := fs.Int("cpus", 1, "number of vCPUs")
 	logLevel := fs.String("log-level", "warn", "VMM log level on stderr: debug, info, warn, error")
+	stats := fs.Bool("stats", false, "print one statistics line per net device on stderr at exit")
+	var nets netFlags
+	fs.Var(&nets, "net", "virtio-net device, repeatable: tap=NAME[,mac=MAC][,queues=N][,vhost=on] or vhost-user=SOCKET[,mac=MAC][,queues=N][,server]")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -41,6 +44,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		CPUs:    *cpus,
 		Console: stdout,
 		Logger:  log,
+		Net:     nets,
 	}
 	if *kernel == "" {
 		cfg.Kernel, cfg.KernelName = vmm.DemoKernel(), "built-in demo kernel"
@@ -68,6 +72,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	res, err := m.Run(ctx)
+	if *stats {
+		for _, line := range m.NetStats() {
+			fmt.Fprintln(stderr, line)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -78,6 +87,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: res.Code, err: errors.New(res.Reason)}
 	}
 	log.Info("guest stopped", "reason", res.Reason)
+	return nil
+}
+
+// netFlags collects repeated --net values, parsed as they come so a bad
+// one is reported with the flag that carried it.
+type netFlags []vmm.NetConfig
+
+func (n *netFlags) String() string { return fmt.Sprintf("%d devices", len(*n)) }
+
+func (n *netFlags) Set(v string) error {
+	c, err := vmm.ParseNetSpec(v)
+	if err != nil {
+		return err
+	}
+	*n = append(*n, c)
 	return nil
 }
 
