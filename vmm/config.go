@@ -29,6 +29,9 @@ type Config struct {
 	CPUs int
 	// Net lists the virtio-net devices, in virtio-mmio slot order.
 	Net []NetConfig
+	// Quirks says whether to work around a KVM that emulates guest
+	// kernel code (QuirksAuto decides from the host CPU).
+	Quirks QuirksMode
 
 	// Console receives the guest's serial output; ConsoleIn, if set,
 	// feeds the guest's serial input.

@@ -13,6 +13,8 @@ import (
 	"github.com/govmm/govmm/boot"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/mmio"
+	"github.com/govmm/govmm/vmm/assist"
+	"github.com/govmm/govmm/vmm/hostprobe"
 )
 
 // Legacy port assignments (a PC's, as Linux and the tiny kernels expect).
@@ -50,6 +52,9 @@ type Machine struct {
 	serial *mmio.Serial
 	irqfds []irqfd
 	ioev   *kvm.IoEventSpace
+
+	quirks  hostprobe.Quirks
+	assists assist.Counters
 
 	// devClosers release devices (stop their workers, remove TAPs they
 	// created, close backends); Close runs them in reverse order after
@@ -95,6 +100,13 @@ func New(cfg Config) (_ *Machine, err error) {
 		console = io.Discard
 	}
 	m := &Machine{cfg: cfg, log: log, cmdline: cfg.Cmdline, done: make(chan struct{})}
+	var why string
+	m.quirks, why = decideQuirks(cfg.Quirks, hostprobe.GuessSupervisorEmulated)
+	if m.quirks.Any() {
+		log.Info("host quirks on: guest kernel code is emulated by this KVM", "why", why,
+			"assists", m.quirks.Assists, "hide_cx16", m.quirks.HideCX16, "hide_kvm_cpuid_leaves", m.quirks.HideKVMLeaves, "kernel_args", m.quirks.KernelArgs())
+		m.cmdline = withKernelArgs(m.cmdline, m.quirks.KernelArgs())
+	}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -160,6 +172,7 @@ func New(cfg Config) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	supported = hostprobe.ApplyCPUIDQuirks(supported, m.quirks)
 	for i := 0; i < cfg.CPUs; i++ {
 		v, err := m.vm.CreateVCPU(i)
 		if err != nil {
@@ -310,6 +323,16 @@ func (m *Machine) runVCPU(v *kvm.VCPU) {
 			}
 		case kvm.ShutdownExit:
 			m.stop(m.shutdownResult(v), nil)
+			return
+		case *kvm.InternalErrorExit:
+			if e.Suberror == kvm.InternalErrorEmulation && m.quirks.Assists {
+				if err := m.assist(v); err != nil {
+					m.stop(Result{Code: 1}, fmt.Errorf("vCPU %d: %w%s", v.ID(), err, dumpRegs(v)))
+					return
+				}
+				continue
+			}
+			m.stop(Result{Code: 1}, m.unhandled(v, ex))
 			return
 		default:
 			m.stop(Result{Code: 1}, m.unhandled(v, ex))

@@ -77,7 +77,7 @@ func TestBootHello(t *testing.T) {
 	}
 	for _, want := range []string{
 		"hello from govmm tiny kernel\n",
-		"cmdline: console=ttyS0 hello.exit=42\n",
+		"cmdline: console=ttyS0 hello.exit=42",
 		"memory: 63 MiB\n",
 		"cpl3: ok\n",
 	} {

@@ -21,6 +21,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	memory := fs.String("memory", "128M", "guest memory size (K, M, G suffixes)")
 	cpus := fs.Int("cpus", 1, "number of vCPUs")
 	logLevel := fs.String("log-level", "warn", "VMM log level on stderr: debug, info, warn, error")
+	quirks := fs.String("host-quirks", "auto", "work around a KVM that emulates guest kernel code (emulation assists, CX16 and KVM CPUID leaves hidden, noxsave): auto, on or off")
 	stats := fs.Bool("stats", false, "print one statistics line per net device on stderr at exit")
 	var nets netFlags
 	fs.Var(&nets, "net", "virtio-net device, repeatable: tap=NAME[,mac=MAC][,queues=N][,vhost=on] or vhost-user=SOCKET[,mac=MAC][,queues=N][,server]")
@@ -31,6 +32,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	mem, err := vmm.ParseMemSize(*memory)
 	if err != nil {
 		return usageErrorf("--memory: %v", err)
+	}
+	qmode, err := vmm.ParseQuirksMode(*quirks)
+	if err != nil {
+		return usageErrorf("--host-quirks: %v", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -45,6 +50,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		Console: stdout,
 		Logger:  log,
 		Net:     nets,
+		Quirks:  qmode,
 	}
 	if *kernel == "" {
 		cfg.Kernel, cfg.KernelName = vmm.DemoKernel(), "built-in demo kernel"
@@ -105,14 +111,6 @@ func (n *netFlags) Set(v string) error {
 	return nil
 }
 
-func cmdProbe(args []string, stdout, stderr io.Writer) error {
-	return fmt.Errorf("not implemented yet")
-}
-
 func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
-	return fmt.Errorf("not implemented yet")
-}
-
-func cmdBench(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("not implemented yet")
 }

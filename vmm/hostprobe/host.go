@@ -93,3 +93,24 @@ func why(err error) string {
 	}
 	return err.Error()
 }
+
+// GuessSupervisorEmulated is the cheap form of the probe's decision, made
+// at every `govmm run` (the measurement `govmm probe` does takes a tenth
+// of a second or more): KVM on a CPU that shows neither vmx nor svm has no
+// hardware virtualization to run guest kernel code with, so it emulates it
+// (a paging-based nested KVM such as kvm_pvm). why says what was seen.
+func GuessSupervisorEmulated() (emulated bool, why string) {
+	return guessFromFacts(readHostFacts(os.DirFS("/")))
+}
+
+func guessFromFacts(h hostFacts) (bool, string) {
+	switch {
+	case h.vmx:
+		return false, "CPU has vmx"
+	case h.svm:
+		return false, "CPU has svm"
+	case h.nestedModule != "":
+		return true, "CPU has neither vmx nor svm; KVM is " + h.nestedModule
+	}
+	return true, "CPU has neither vmx nor svm"
+}

@@ -77,3 +77,21 @@ func TestApplyCPUIDQuirks(t *testing.T) {
 		t.Fatal("ApplyCPUIDQuirks modified its input")
 	}
 }
+
+func TestGuessFromFacts(t *testing.T) {
+	for _, tc := range []struct {
+		h    hostFacts
+		want bool
+	}{
+		{hostFacts{vmx: true}, false},
+		{hostFacts{svm: true}, false},
+		{hostFacts{vmx: true, nestedModule: "kvm_pvm"}, false},
+		{hostFacts{nestedModule: "kvm_pvm"}, true},
+		{hostFacts{}, true},
+	} {
+		got, why := guessFromFacts(tc.h)
+		if got != tc.want || why == "" {
+			t.Errorf("guessFromFacts(%+v) = %v, %q; want %v", tc.h, got, why, tc.want)
+		}
+	}
+}
