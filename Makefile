@@ -16,8 +16,10 @@ TEST_TIMEOUT ?= 60m
 
 all: build kernels
 
+# A static binary: no dynamic loader at start-up (about 1 ms of govmm's
+# time to first guest byte).
 build:
-	$(GO) build $(GOFLAGS) -o $(BIN) ./cmd/govmm
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -o $(BIN) ./cmd/govmm
 
 kernels:
 	$(MAKE) -C testdata/kernels
@@ -29,6 +31,7 @@ test: build kernels
 	$(GO) test $(GOFLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 bench: build kernels
+	$(MAKE) -C testdata/bench
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime 20x ./...
 	./$(BIN) bench startup --kernel testdata/kernels/bin/hello.elf
 	./$(BIN) bench notifiers --devices 15 --queues 64

@@ -89,7 +89,7 @@ func (s *System) VCPUMmapSize() (int, error) {
 // SupportedCPUID returns KVM_GET_SUPPORTED_CPUID: every leaf KVM can
 // present to a guest, with the feature bits it can virtualize.
 func (s *System) SupportedCPUID() ([]CPUIDEntry, error) {
-	for n := 64; n <= 4096; n *= 2 {
+	for n := 256; n <= 4096; n *= 2 {
 		buf := cpuidToBytes(make([]CPUIDEntry, n))
 		_, err := ioctlBuf(s.fd(), "KVM_GET_SUPPORTED_CPUID", kvmGetSupportedCPUID, buf)
 		if errors.Is(err, unix.E2BIG) {

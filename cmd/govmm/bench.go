@@ -16,6 +16,7 @@ import (
 func benchmarks() []command {
 	return []command{
 		{"notifiers", "KVM_IOEVENTFD enable/disable: raw vs batched vs one commit per queue", benchNotifiers},
+		{"startup", "time from exec to the guest's first serial byte: govmm vs a direct KVM harness", benchStartup},
 	}
 }
 

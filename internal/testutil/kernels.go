@@ -39,7 +39,7 @@ func TinyKernel(t testing.TB, name string) string {
 	RequireCommand(t, "gcc")
 	RequireCommand(t, "make")
 	dir := filepath.Join(RepoRoot(t), "testdata", "kernels")
-	if err := buildLocked(dir); err != nil {
+	if err := makeLocked(dir); err != nil {
 		t.Fatalf("build tiny kernels: %v", err)
 	}
 	p := filepath.Join(dir, "bin", name+".elf")
@@ -49,7 +49,9 @@ func TinyKernel(t testing.TB, name string) string {
 	return p
 }
 
-func buildLocked(dir string) error {
+// makeLocked runs make in dir (with targets, if any) holding dir's build
+// lock, so parallel test packages never build the same thing at once.
+func makeLocked(dir string, targets ...string) error {
 	lock, err := os.OpenFile(filepath.Join(dir, ".build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return err
@@ -59,7 +61,7 @@ func buildLocked(dir string) error {
 		return fmt.Errorf("lock: %w", err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	out, err := exec.Command("make", "-s", "-C", dir).CombinedOutput()
+	out, err := exec.Command("make", append([]string{"-s", "-C", dir}, targets...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("make -C %s: %v\n%s", dir, err, out)
 	}
