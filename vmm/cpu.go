@@ -8,33 +8,58 @@ import (
 )
 
 // guestCPUID derives the CPUID a vCPU presents from what KVM supports:
-// the APIC ID and logical-processor count in leaf 1, the x2APIC ID in
-// leaf 0xB, and the hypervisor bit, so the guest knows it is virtualized.
+// the APIC ID and logical-processor count in leaf 1, cores per package in
+// leaf 4, the hypervisor bit, and a topology leaf 0xB (and 0x1F when the
+// host has it) written from scratch, because KVM reports only the host's
+// first sub-leaf and Linux would then take every vCPU for a package of
+// its own.
 func guestCPUID(supported []kvm.CPUIDEntry, id, cpus int) []kvm.CPUIDEntry {
-	out := make([]kvm.CPUIDEntry, 0, len(supported))
+	out := make([]kvm.CPUIDEntry, 0, len(supported)+6)
+	maxLeaf := uint32(0)
 	for _, e := range supported {
 		switch e.Function {
+		case 0:
+			maxLeaf = e.EAX
 		case 1:
 			e.EBX = e.EBX&0x0000ffff | uint32(cpus&0xff)<<16 | uint32(id&0xff)<<24
 			e.ECX |= 1 << 31 // hypervisor present
 			if cpus > 1 {
 				e.EDX |= 1 << 28 // HTT: EBX[23:16] is valid
 			}
-		case 0xb:
-			// Extended topology: one thread per core, cpus cores.
-			e.EDX = uint32(id)
-			switch e.Index {
-			case 0:
-				e.EAX, e.EBX, e.ECX = 0, 1, 1<<8
-			case 1:
-				e.EAX, e.EBX, e.ECX = bitsFor(cpus), uint32(cpus), 2<<8|1
-			default:
-				e.EAX, e.EBX, e.ECX = 0, 0, e.Index
+		case 4:
+			// Deterministic cache parameters: EAX[31:26] is the number
+			// of cores per package minus one.
+			if e.EAX&0x1f != 0 {
+				e.EAX = e.EAX&0x03ffffff | uint32(cpus-1)<<26
 			}
+		case 0xb, 0x1f:
+			continue // synthesized below
 		}
 		out = append(out, e)
 	}
+	for _, leaf := range []uint32{0xb, 0x1f} {
+		if leaf > maxLeaf {
+			continue
+		}
+		out = append(out, topologyLeaf(leaf, id, cpus)...)
+	}
 	return out
+}
+
+// topologyLeaf describes one thread per core and cpus cores in one
+// package: sub-leaf 0 the SMT level, 1 the core level, 2 the terminator.
+func topologyLeaf(leaf uint32, id, cpus int) []kvm.CPUIDEntry {
+	const (
+		levelSMT  = 1 << 8
+		levelCore = 2 << 8
+	)
+	f := uint32(kvm.CPUIDFlagSignificantIndex)
+	x2apic := uint32(id)
+	return []kvm.CPUIDEntry{
+		{Function: leaf, Index: 0, Flags: f, EAX: 0, EBX: 1, ECX: levelSMT | 0, EDX: x2apic},
+		{Function: leaf, Index: 1, Flags: f, EAX: bitsFor(cpus), EBX: uint32(cpus), ECX: levelCore | 1, EDX: x2apic},
+		{Function: leaf, Index: 2, Flags: f, EAX: 0, EBX: 0, ECX: 2, EDX: x2apic},
+	}
 }
 
 func bitsFor(n int) uint32 {

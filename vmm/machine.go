@@ -183,7 +183,7 @@ func New(cfg Config) (_ *Machine, err error) {
 			return nil, err
 		}
 	}
-	log.Debug("machine ready", "kernel", cfg.KernelName, "memory", FormatSize(cfg.MemSize), "cpus", cfg.CPUs, "cmdline", m.cmdline, "entry", fmt.Sprintf("%#x", entry.RIP))
+	log.Info("machine ready", "kernel", cfg.KernelName, "memory", FormatSize(cfg.MemSize), "cpus", cfg.CPUs, "cmdline", m.cmdline, "entry", fmt.Sprintf("%#x", entry.RIP))
 	return m, nil
 }
 

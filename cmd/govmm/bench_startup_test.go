@@ -13,16 +13,9 @@ import (
 	"github.com/govmm/govmm/internal/testutil"
 )
 
-// benchStartupChildEnv makes this test binary act as govmm itself:
+// asGovmmEnv makes this test binary act as govmm itself:
 // benchStartup re-executes os.Executable() (here, the test binary) as
 // `govmm run ...`, so the child must run runMain instead of the tests.
-const benchStartupChildEnv = "GOVMM_TEST_BENCH_STARTUP_CHILD"
-
-func init() {
-	if os.Getenv(benchStartupChildEnv) == "1" {
-		os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
-	}
-}
 
 // startupHarness builds testdata/bench/bin/startup_harness with make and
 // returns its path.
@@ -41,7 +34,7 @@ func TestBenchStartup(t *testing.T) {
 	testutil.RequireKVM(t)
 	kernel := testutil.TinyKernel(t, "hello")
 	harness := startupHarness(t)
-	t.Setenv(benchStartupChildEnv, "1")
+	t.Setenv(asGovmmEnv, "1")
 
 	var out, errOut bytes.Buffer
 	if err := benchStartup([]string{"--kernel", kernel, "--harness", harness, "--runs", "2", "--json"}, &out, &errOut); err != nil {
