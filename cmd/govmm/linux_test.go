@@ -40,12 +40,14 @@ func bootLinux(t *testing.T, ns *testutil.NetNS, args ...string) (console, logs 
 		t.Fatalf("Linux did not finish within %v; console tail:\n%s\nstderr:\n%s", linuxBootTimeout, tail(out.String(), 30), errOut.String())
 	}
 	code = 0
+	// The serial console ends lines with CRLF.
+	console = strings.ReplaceAll(out.String(), "\r\n", "\n")
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return out.String(), errOut.String(), code
+	return console, errOut.String(), code
 }
 
 func tail(s string, n int) string {
@@ -87,9 +89,11 @@ func TestLinuxToInitWithDHCP(t *testing.T) {
 			for _, want := range []string{
 				"Linux version 6.1",
 				"Command line: " + m[1] + "\n",
-				"virtio_net virtio0",
+				"virtio-mmio: Registering device virtio-mmio.0 at 0xd0000000-0xd0000fff, IRQ 5.",
+				"IP-Config: Got DHCP answer from 10.0.0.1, my address is 10.0.0.2",
 				"IP-Config: Complete:",
-				"addr=10.0.0.2",
+				"device=eth0",
+				"ipaddr=10.0.0.2",
 				"Run /init as init process",
 			} {
 				if !strings.Contains(console, want) {
