@@ -28,7 +28,7 @@ run: build kernels
 	./$(BIN) run --kernel testdata/kernels/bin/hello.elf --cmdline "console=ttyS0 hello.exit=0"
 
 test: build kernels
-	$(GO) test $(GOFLAGS) -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test $(GOFLAGS) -timeout $(TEST_TIMEOUT) ./... ./testdata/linux/mkinitramfs
 
 bench: build kernels
 	$(MAKE) -C testdata/bench

@@ -61,6 +61,7 @@ type Machine struct {
 	// the vCPUs have stopped and before the VM and guest RAM go away.
 	devClosers []func() error
 	netStats   []func() string
+	vhost      *vhostGroup // the vhost devices' attach path (net_vhost.go)
 
 	stopOnce sync.Once
 	stopMu   sync.Mutex

@@ -78,6 +78,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	res, err := m.Run(ctx)
+	// Close before printing the statistics: closing stops the devices
+	// (vhost devices detach then), which the statistics cover.
+	if cerr := m.Close(); cerr != nil && err == nil {
+		log.Warn("close machine", "err", cerr)
+	}
 	if *stats {
 		for _, line := range m.NetStats() {
 			fmt.Fprintln(stderr, line)
@@ -85,9 +90,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
-	}
-	if cerr := m.Close(); cerr != nil {
-		log.Warn("close machine", "err", cerr)
 	}
 	if res.Code != 0 {
 		return &exitError{code: res.Code, err: errors.New(res.Reason)}
@@ -109,8 +111,4 @@ func (n *netFlags) Set(v string) error {
 	}
 	*n = append(*n, c)
 	return nil
-}
-
-func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
-	return fmt.Errorf("not implemented yet")
 }

@@ -18,6 +18,7 @@
  *                            same pair (peer MAC: netdrv.peermac, default
  *                            broadcast)
  *   netdrv.poll=1            poll the used rings (no interrupts)
+ *   netdrv.event_idx=0       do not negotiate VIRTIO_RING_F_EVENT_IDX
  *   netdrv.irq=level|edge    IOAPIC trigger mode (default edge)
  *   netdrv.timeout=MS        give up after MS milliseconds (default 10000)
  *
@@ -131,7 +132,7 @@ static struct {
 	u32 ip, peer;
 	u32 pings;
 	u32 max_pairs;
-	int reflect, poll, level;
+	int reflect, poll, level, no_event_idx;
 	u8 peer_mac[6];
 	int have_peer_mac;
 	u64 tsc_hz;
@@ -490,6 +491,8 @@ static const char *dev_init(struct dev *d)
 		return "device does not offer VERSION_1";
 	}
 	u64 want = F_VERSION_1 | F_MAC | F_MRG_RXBUF | F_CTRL_VQ | F_EVENT_IDX;
+	if (cfg.no_event_idx)
+		want &= ~F_EVENT_IDX;
 	if (feat & F_CTRL_VQ)
 		want |= F_MQ;
 	d->features = feat & want;
@@ -930,6 +933,7 @@ void kmain(void)
 		cfg.pings = MAX_PINGS;
 	cfg.max_pairs = (u32)cmdline_u64("netdrv.pairs", 0);
 	cfg.poll = cmdline_u64("netdrv.poll", 0) != 0;
+	cfg.no_event_idx = cmdline_u64("netdrv.event_idx", 1) == 0;
 	cmdline_str("netdrv.mode", mode, sizeof(mode));
 	cfg.reflect = strncmp(mode, "reflect", 8) == 0;
 	char irq[8] = "";
@@ -997,9 +1001,19 @@ void kmain(void)
 	}
 	u64 t_end = rdtsc();
 
-	if (ok && !cfg.poll && irq_total() == 0) {
-		kprintf("netdrv-error: no interrupt was received\n");
-		ok = 0;
+	if (ok && !cfg.poll) {
+		/* A short exchange can be over (every reply found by polling)
+		 * before the first interrupt lands: an irqfd on an IOAPIC pin is
+		 * injected by a host kernel worker, late on a loaded host. Give
+		 * it up to a second before calling it missing. */
+		u64 until = rdtsc() + ms_to_tsc(1000);
+		while (irq_total() == 0 && rdtsc() < until)
+			cpu_relax();
+		if (until - rdtsc() < ms_to_tsc(999)) kprintf("netdrv-DEBUG: waited %lu us for a late interrupt (irqs=%u)\n", (unsigned long)((rdtsc() + ms_to_tsc(1000) - until) / (cfg.tsc_hz / 1000000)), irq_total());
+		if (irq_total() == 0) {
+			kprintf("netdrv-error: no interrupt was received\n");
+			ok = 0;
+		}
 	}
 	u32 sent = 0, replies = 0;
 	for (int i = 0; i < npairs; i++) {

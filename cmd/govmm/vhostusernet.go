@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/govmm/govmm/tap"
+	"github.com/govmm/govmm/vhostnet/vunet"
+	"github.com/govmm/govmm/virtio"
+)
+
+// cmdVhostUserNet serves a vhost-user-net backend over a TAP: a VMM (govmm
+// run --net vhost-user=SOCKET, QEMU -netdev vhost-user) connects to the
+// socket and the backend moves the device's packets between guest memory
+// and the TAP's queues, one queue pair per TAP queue. It serves one VMM at
+// a time and outlives their connections; SIGINT or SIGTERM stop it.
+func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("vhost-user-net", "vhost-user-net --socket PATH --tap NAME [--queues N]", stdout)
+	sock := fs.String("socket", "", "Unix socket to listen on for the VMM (created; a stale one left by a dead backend is replaced)")
+	tapName := fs.String("tap", "", "TAP interface: attached to if it exists (multi-queue for N > 1), else created and removed at exit")
+	queues := fs.Int("queues", 1, fmt.Sprintf("queue pairs, each served by one TAP queue (1 to %d)", virtio.NetMaxQueuePairs))
+	logLevel := fs.String("log-level", "info", "log level on stderr: debug, info, warn, error")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *sock == "" {
+		return usageErrorf("vhost-user-net: --socket is required")
+	}
+	if *tapName == "" {
+		return usageErrorf("vhost-user-net: --tap is required")
+	}
+	if err := tap.ValidateName(*tapName); err != nil {
+		return usageErrorf("vhost-user-net: --tap: %v", err)
+	}
+	if *queues < 1 || *queues > virtio.NetMaxQueuePairs {
+		return usageErrorf("vhost-user-net: --queues %d: want 1 to %d", *queues, virtio.NetMaxQueuePairs)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	dev, err := tap.Open(*tapName, *queues, tap.Options{})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	srv, err := vunet.New(vunet.Config{
+		Backend:    tapBackend{dev},
+		QueuePairs: *queues,
+		Offloads:   netOffloads(dev.SupportedOffloads()),
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := listenReplacingStale(*sock)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	log.Info("vhost-user-net backend ready", "socket", *sock, "tap", dev.Name(), "queue_pairs", *queues, "tap_created", dev.Created())
+	err = srv.Serve(ctx, ln)
+	st := srv.Stats()
+	fmt.Fprintf(stderr, "vhost-user-net: sessions=%d failed=%d tx_packets=%d rx_packets=%d tx_dropped=%d rx_dropped=%d\n",
+		st.Sessions, st.Failed, st.Pairs.TXPackets, st.Pairs.RXPackets, st.Pairs.TXDropped, st.Pairs.RXDropped)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// listenReplacingStale listens on path, first removing a socket file
+// nobody listens on any more (left by a backend that was killed).
+func listenReplacingStale(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		c, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("vhost-user-net: %s: another backend is listening there", path)
+		}
+		if errors.Is(derr, syscall.ECONNREFUSED) {
+			os.Remove(path)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("vhost-user-net: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	return ln, nil
+}
+
+// tapBackend adapts a TAP to virtio.NetBackend: pair i uses queue i.
+type tapBackend struct{ dev *tap.Device }
+
+func (b tapBackend) Pair(i int) virtio.PollablePacketIO { return b.dev.Queue(i) }
+
+func (b tapBackend) SetOffloads(o virtio.NetOffloads) error {
+	var t tap.Offload
+	if o&virtio.NetOffloadCsum != 0 {
+		t |= tap.OffloadCsum
+	}
+	if o&virtio.NetOffloadTSO4 != 0 {
+		t |= tap.OffloadTSO4
+	}
+	if o&virtio.NetOffloadTSO6 != 0 {
+		t |= tap.OffloadTSO6
+	}
+	return b.dev.SetOffload(t)
+}
+
+func (b tapBackend) EnablePair(i int, on bool) error {
+	if !b.dev.MultiQueue() {
+		return nil
+	}
+	return b.dev.Queue(i).SetAttached(on)
+}
+
+// netOffloads maps what the TAP accepts to what the backend offers.
+func netOffloads(t tap.Offload) virtio.NetOffloads {
+	var o virtio.NetOffloads
+	if t&tap.OffloadCsum != 0 {
+		o |= virtio.NetOffloadCsum
+		if t&tap.OffloadTSO4 != 0 {
+			o |= virtio.NetOffloadTSO4
+		}
+		if t&tap.OffloadTSO6 != 0 {
+			o |= virtio.NetOffloadTSO6
+		}
+	}
+	return o
+}
