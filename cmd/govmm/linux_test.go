@@ -138,3 +138,28 @@ func TestLinuxSMP(t *testing.T) {
 		t.Logf("console tail:\n%s", tail(console, 40))
 	}
 }
+
+// TestLinuxUserSpace is the full boot: the initramfs's init brings up
+// eth0, pings the host over virtio-net, reports the CPU count and reboots,
+// and govmm exits 0. It needs a host whose KVM runs guest kernel code
+// natively.
+func TestLinuxUserSpace(t *testing.T) {
+	testutil.RequireNativeSupervisor(t)
+	vmlinux, _ := testutil.LinuxKernel(t)
+	ns := testutil.NewNetNS(t)
+	ns.AddTAP(t, "tap0", "10.0.0.1/24")
+	ns.StartDHCP(t, "tap0", "10.0.0.2")
+	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--initrd", testutil.LinuxInitramfs(t),
+		"--memory", "256M", "--cpus", "2", "--net", "tap=tap0", "--cmdline", "console=ttyS0 ip=dhcp panic=-1 reboot=t")
+	for _, want := range []string{"initramfs: ping 10.0.0.1 ok", "initramfs: cpus=2"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if code != 0 {
+		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
+	}
+	if t.Failed() {
+		t.Logf("console tail:\n%s", tail(console, 40))
+	}
+}

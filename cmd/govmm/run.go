@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/govmm/govmm/vmm"
 )
 
@@ -51,6 +53,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		Logger:  log,
 		Net:     nets,
 		Quirks:  qmode,
+	}
+	// The guest's serial input is govmm's stdin when that is a terminal
+	// (line by line: the terminal stays in cooked mode, so ^C still stops
+	// govmm). A pipe or file on stdin is not fed to the guest.
+	if isTerminal(os.Stdin) {
+		cfg.ConsoleIn = os.Stdin
 	}
 	if *kernel == "" {
 		cfg.Kernel, cfg.KernelName = vmm.DemoKernel(), "built-in demo kernel"
@@ -96,6 +104,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("guest stopped", "reason", res.Reason)
 	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // netFlags collects repeated --net values, parsed as they come so a bad

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/govmm/govmm/vmm/hostprobe"
 )
 
 // skipOrFail skips t naming the missing requirement, unless the
@@ -72,4 +74,16 @@ func RequireCommand(t testing.TB, name string) string {
 		return ""
 	}
 	return p
+}
+
+// RequireNativeSupervisor skips unless this host's KVM runs guest kernel
+// code natively (hardware virtualization): only then can a Linux guest's
+// user space run. It fails instead when GOVMM_REQUIRE_FULL_BOOT=1.
+func RequireNativeSupervisor(t testing.TB) {
+	t.Helper()
+	RequireKVM(t)
+	if emulated, why := hostprobe.GuessSupervisorEmulated(); emulated {
+		skipOrFail(t, "GOVMM_REQUIRE_FULL_BOOT", "native guest kernel execution",
+			"this KVM emulates guest kernel code ("+why+"), so guest user space cannot run; see govmm probe")
+	}
 }
