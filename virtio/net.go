@@ -312,10 +312,15 @@ func (n *Net) Activate(a Activation) (err error) {
 		return ev, nil
 	}
 	accept := func(frame []byte) bool { return r.filter.Load().accept(frame) }
+	// Without MQ there is one pair, and queue 2 is the control queue.
+	pairs := 1
+	if f&NetFMQ != 0 {
+		pairs = n.cfg.QueuePairs
+	}
 	counting := true
 	for i := 0; i < n.cfg.QueuePairs; i++ {
 		rxq, txq := a.Queues[2*i], a.Queues[2*i+1]
-		if !rxq.Ready || !txq.Ready {
+		if i >= pairs || !rxq.Ready || !txq.Ready {
 			counting = false
 			r.pairs = append(r.pairs, nil)
 			r.kicks = append(r.kicks, [2]*kvm.EventFD{})

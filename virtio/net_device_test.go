@@ -406,3 +406,38 @@ func TestNetDeviceKicks(t *testing.T) {
 		waitFor(t, "the kicks", func() bool { return e.n.Stats().Pairs[0].TXKicks == 2 })
 	})
 }
+
+// Without MQ, queue 2 is the control queue even on a device with more
+// pairs: it answers commands (VQ_PAIRS_SET refused), and a driver that
+// also readies queue 3 gets no second pair.
+func TestNetDeviceControlQueueWithoutMQ(t *testing.T) {
+	e := newDevEnv(t, virtio.NetDeviceConfig{MAC: devMAC, QueuePairs: 2}, nil)
+	cq := e.drivers[2]
+	promisc := ctrl(t, cq, virtio.NetCtrlRX, virtio.NetCtrlRXPromisc, []byte{1})
+	pairs := ctrl(t, cq, virtio.NetCtrlMQ, virtio.NetCtrlMQPairsSet, le16(1))
+	cq.Publish()
+	d3 := e.drivers[3]
+	_, err := d3.AddChain(vt.Readable(append(netHdr(0, 0, 0), frame(bcastMAC, 60, 1)...)))
+	mustNoErr(t, err)
+	d3.Publish()
+	features := fV1 | virtio.NetFCtrlVQ | virtio.NetFCtrlRX
+	mustNoErr(t, vt.InitMMIO(e.tr, features, e.drivers[0], e.drivers[1], cq, d3))
+	waitFor(t, "the control commands", func() bool {
+		s := e.n.Stats()
+		return s.CtrlOK+s.CtrlErr == 2
+	})
+	if s := e.n.Stats(); s.ActivePairs != 1 || s.CtrlOK != 1 {
+		t.Errorf("stats %+v, want one active pair and one OK", s)
+	}
+	vt.WriteReg(e.tr, vt.RegStatus, 0)
+	if got := cq.Written(promisc, 1); len(got) != 1 || got[0] != virtio.NetCtrlOK {
+		t.Errorf("PROMISC ack % x", got)
+	}
+	if got := cq.Written(pairs, 1); len(got) != 1 || got[0] != virtio.NetCtrlErr {
+		t.Errorf("VQ_PAIRS_SET without MQ ack % x", got)
+	}
+	if u := used(d3); len(u) != 0 {
+		t.Errorf("queue 3 was served without MQ: %v", u)
+	}
+	e.be.ios[1].hostNothing(t)
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/internal/testutil"
+	"github.com/govmm/govmm/tap"
+	"github.com/govmm/govmm/virtio"
 )
 
 // netdrvSummary matches netdrv's last line.
@@ -192,4 +194,34 @@ func TestNetTAPErrors(t *testing.T) {
 		}
 	}
 	check()
+}
+
+// The device is offered what the TAP accepted, and the guest offloads it
+// negotiates go back to TUNSETOFFLOAD flags.
+func TestTAPOffloadMapping(t *testing.T) {
+	for _, tc := range []struct {
+		t tap.Offload
+		v virtio.NetOffloads
+	}{
+		{0, 0},
+		{tap.OffloadCsum, virtio.NetOffloadCsum},
+		{tap.OffloadCsum | tap.OffloadTSO4, virtio.NetOffloadCsum | virtio.NetOffloadTSO4},
+		{tap.OffloadCsum | tap.OffloadTSO4 | tap.OffloadTSO6, virtio.NetOffloadCsum | virtio.NetOffloadTSO4 | virtio.NetOffloadTSO6},
+		{tap.OffloadCsum | tap.OffloadUFO, virtio.NetOffloadCsum},
+	} {
+		if got := tapOffloads(tc.t); got != tc.v {
+			t.Errorf("tapOffloads(%#x) = %#x, want %#x", tc.t, got, tc.v)
+		}
+	}
+}
+
+func TestTAPRandomMAC(t *testing.T) {
+	a, err := tapRandomMAC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := tapRandomMAC()
+	if len(a) != 6 || a[0]&1 != 0 || a[0]&2 == 0 || a.String() == b.String() {
+		t.Errorf("MACs %v %v: want distinct locally administered unicast addresses", a, b)
+	}
 }

@@ -1009,7 +1009,6 @@ void kmain(void)
 		u64 until = rdtsc() + ms_to_tsc(1000);
 		while (irq_total() == 0 && rdtsc() < until)
 			cpu_relax();
-		if (until - rdtsc() < ms_to_tsc(999)) kprintf("netdrv-DEBUG: waited %lu us for a late interrupt (irqs=%u)\n", (unsigned long)((rdtsc() + ms_to_tsc(1000) - until) / (cfg.tsc_hz / 1000000)), irq_total());
 		if (irq_total() == 0) {
 			kprintf("netdrv-error: no interrupt was received\n");
 			ok = 0;
