@@ -494,6 +494,8 @@ func (a *Attacher) attach(units []unit) []error {
 		a.stats.Attaches++
 		a.stats.AttachNotifierTime += t1.Sub(t0)
 		a.stats.AttachBackendTime += t2.Sub(t1)
+		a.log.Debug("vhost attach", "devices", len(live), "failed", len(failed), "mode", a.mode,
+			"notifier_phase", t1.Sub(t0), "backend_phase", t2.Sub(t1))
 	}
 	return errs
 }
@@ -731,6 +733,8 @@ func (a *Attacher) detach(units []unit) {
 		a.stats.DetachCommits += uint64(n)
 		a.stats.DetachNotifierTime += t2.Sub(t1)
 		a.stats.DetachBackendTime += t1.Sub(t0)
+		a.log.Debug("vhost detach", "devices", len(live), "commits", n, "mode", a.mode,
+			"backend_phase", t1.Sub(t0), "notifier_phase", t2.Sub(t1))
 	}
 	done := map[unit]bool{}
 	for _, u := range units {

@@ -363,7 +363,7 @@ func sendCtrl(r *rig, dev int, d *vt.Driver, idle <-chan struct{}, cmd []byte) (
 		return 0, err
 	}
 	d.Publish()
-	vt.WriteReg(r.trs[dev], vt.RegQueueNotify, uint32(2*r.devs[dev].QueuePairs()))
+	vt.WriteReg(r.trs[dev], vt.RegQueueNotify, uint32(r.devs[dev].ctrlIdx))
 	select {
 	case <-idle:
 	case <-time.After(5 * time.Second):
@@ -624,4 +624,39 @@ func TestAttachFailureRealKVM(t *testing.T) {
 	check(true, true)
 	r.close()
 	check(false, false)
+}
+
+// TestWithoutMQ: a driver that does not negotiate MQ on a multi-pair
+// device uses pair 0 only, and its control queue is queue 2.
+func TestWithoutMQ(t *testing.T) {
+	r := newRig(t, 1, 4, CommitBatched, nil)
+	idle := make(chan struct{})
+	r.devs[0].ctrlIdle = idle
+	var drivers []*vt.Driver
+	for range 3 {
+		d, err := vt.NewDriver(r.mem, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		drivers = append(drivers, d)
+	}
+	r.drivers[0] = drivers
+	if err := vt.InitMMIO(r.trs[0], r.guestFeatures(0)&^netFMQ, drivers...); err != nil {
+		t.Fatal(err)
+	}
+	<-idle
+	if n := r.kern.Len(); n != 2 {
+		t.Errorf("%d notifiers, want 2", n)
+	}
+	b := r.backend(0)
+	if b.count("SetVringKick:2") != 0 {
+		t.Error("the control queue went to the backend")
+	}
+	ack, err := sendCtrl(r, 0, drivers[2], idle, []byte{ctrlClassRx, 0, 1})
+	if err != nil || ack != ctrlOK {
+		t.Fatalf("RX command on queue 2: ack %d, %v", ack, err)
+	}
+	if ack, _ := sendCtrl(r, 0, drivers[2], idle, []byte{ctrlClassMQ, ctrlMQPairsSet, 2, 0}); ack != ctrlErr {
+		t.Errorf("VQ_PAIRS_SET without MQ: ack %d, want ERR", ack)
+	}
 }

@@ -2,26 +2,24 @@ package vhostnet
 
 import "github.com/govmm/govmm/virtio"
 
-// virtio-net feature bits (as masks) the vhost-backed device deals with.
+// The virtio-net feature bits and control commands are virtio's; these
+// short names keep the device code readable.
 const (
-	netFCsum          uint64 = 1 << 0
-	netFGuestCsum     uint64 = 1 << 1
-	netFMAC           uint64 = 1 << 5
-	netFGuestTSO4     uint64 = 1 << 7
-	netFGuestTSO6     uint64 = 1 << 8
-	netFGuestECN      uint64 = 1 << 9
-	netFGuestUFO      uint64 = 1 << 10
-	netFHostTSO4      uint64 = 1 << 11
-	netFHostTSO6      uint64 = 1 << 12
-	netFHostECN       uint64 = 1 << 13
-	netFHostUFO       uint64 = 1 << 14
-	netFMrgRxbuf      uint64 = 1 << 15
-	netFStatus        uint64 = 1 << 16
-	netFCtrlVQ        uint64 = 1 << 17
-	netFCtrlRx        uint64 = 1 << 18
-	netFCtrlVLAN      uint64 = 1 << 19
-	netFGuestAnnounce uint64 = 1 << 21
-	netFMQ            uint64 = 1 << 22
+	netFCsum      = virtio.NetFCsum
+	netFGuestCsum = virtio.NetFGuestCsum
+	netFMAC       = virtio.NetFMAC
+	netFGuestTSO4 = virtio.NetFGuestTSO4
+	netFGuestTSO6 = virtio.NetFGuestTSO6
+	netFGuestECN  = virtio.NetFGuestECN
+	netFGuestUFO  = virtio.NetFGuestUFO
+	netFHostTSO4  = virtio.NetFHostTSO4
+	netFHostTSO6  = virtio.NetFHostTSO6
+	netFHostECN   = virtio.NetFHostECN
+	netFHostUFO   = virtio.NetFHostUFO
+	netFMrgRxbuf  = virtio.NetFMrgRxbuf
+	netFStatus    = virtio.NetFStatus
+	netFCtrlVQ    = virtio.NetFCtrlVQ
+	netFMQ        = virtio.NetFMQ
 
 	// backendFeatures are the bits that describe the data path, so they
 	// are offered to the guest only when the backend offers them, and
@@ -34,29 +32,27 @@ const (
 	// vmmFeatures are implemented by the VMM itself (configuration space,
 	// control queue) whatever the backend.
 	vmmFeatures = netFMAC | netFStatus | netFCtrlVQ
+
+	ctrlClassRx       = virtio.NetCtrlRX
+	ctrlClassMAC      = virtio.NetCtrlMAC
+	ctrlClassVLAN     = virtio.NetCtrlVLAN
+	ctrlClassAnnounce = virtio.NetCtrlAnnounce
+	ctrlClassMQ       = virtio.NetCtrlMQ
+	ctrlMQPairsSet    = virtio.NetCtrlMQPairsSet
+	ctrlOK            = virtio.NetCtrlOK
+	ctrlErr           = virtio.NetCtrlErr
 )
 
-// virtio-net configuration space layout (struct virtio_net_config).
+// virtio-net configuration space layout (struct virtio_net_config: mac,
+// status, max_virtqueue_pairs; MTU is not offered).
 const (
 	netCfgMAC       = 0
 	netCfgStatus    = 6
 	netCfgMaxPairs  = 8
 	netCfgSize      = 10
 	netStatusLinkUp = 1
-)
-
-// Control queue (VIRTIO_NET_F_CTRL_VQ) classes, commands and acks.
-const (
-	ctrlClassRx       = 0
-	ctrlClassMAC      = 1
-	ctrlClassVLAN     = 2
-	ctrlClassAnnounce = 3
-	ctrlClassMQ       = 4
-	ctrlMQPairsSet    = 0
-	ctrlOK            = 0
-	ctrlErr           = 1
-	ctrlQueueSize     = 64
+	ctrlQueueSize   = 64
 )
 
 // DefaultQueueSize is the largest queue size the device offers.
-const DefaultQueueSize = 256
+const DefaultQueueSize = virtio.NetQueueSize

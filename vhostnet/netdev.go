@@ -364,15 +364,18 @@ func (d *NetDevice) Activate(a virtio.Activation) error {
 			return fmt.Errorf("vhost net device: queue %d: %w", q, err)
 		}
 	}
+	d.mu.Lock()
+	d.act = act
+	d.mu.Unlock()
+	// The control queue follows the data queues the driver can use: 2N
+	// with MQ, 2 without (virtio-net's queue numbering).
+	d.ctrlIdx = 2 * pairs
 	if a.Features&netFCtrlVQ != 0 && d.ctrlIdx < len(a.Queues) && a.Queues[d.ctrlIdx].Ready {
 		d.ctrl = startCtrl(&ctrlWorker{
 			q: a.Queues[d.ctrlIdx], features: a.Features, maxPairs: pairs,
 			irq: a.Interrupt, fail: a.Fail, setPairs: d.setPairs, idle: d.ctrlIdle,
 		})
 	}
-	d.mu.Lock()
-	d.act = act
-	d.mu.Unlock()
 	err := d.att.start(d)
 	if errors.Is(err, ErrDisconnected) {
 		d.log.Warn("backend went away during start; waiting for it to come back", "err", err)

@@ -94,7 +94,9 @@ func TestNegotiation(t *testing.T) {
 		},
 		{
 			name: "SET_OWNER refused", pairs: 1,
-			setup:   func(b *fakeBackend) { b.fail["SetOwner"] = &vhostuser.BackendError{Request: vhostuser.ReqSetOwner, Status: 1} },
+			setup: func(b *fakeBackend) {
+				b.fail["SetOwner"] = &vhostuser.BackendError{Request: vhostuser.ReqSetOwner, Status: 1}
+			},
 			wantErr: "SET_OWNER",
 		},
 	}

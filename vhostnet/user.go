@@ -28,6 +28,7 @@ type UserBackend struct {
 	name string
 
 	hup       chan struct{}
+	hupOnce   sync.Once
 	stop      *kvm.EventFD // wakes the watcher on Close
 	watchFD   int          // a dup of the socket, polled for hang-up
 	watchDone chan struct{}
@@ -97,14 +98,18 @@ func (b *UserBackend) watch() {
 			return
 		}
 		if fds[0].Revents != 0 {
-			close(b.hup)
+			b.down()
 			return
 		}
 	}
 }
 
-// Disconnected is closed when the peer hangs up.
+// Disconnected is closed when the peer hangs up, or when a request failed
+// at the connection level (the Frontend then dropped the connection
+// itself, which a peer that stopped reading would never notice).
 func (b *UserBackend) Disconnected() <-chan struct{} { return b.hup }
+
+func (b *UserBackend) down() { b.hupOnce.Do(func() { close(b.hup) }) }
 
 // Frontend returns the underlying protocol front-end (for requests outside
 // the Backend interface, such as GET_CONFIG).
@@ -115,7 +120,10 @@ func (b *UserBackend) String() string { return b.name }
 // Close closes the connection. It is idempotent.
 func (b *UserBackend) Close() error {
 	b.closeOnce.Do(func() {
-		b.closeErr = b.fe.Close()
+		// A Frontend that failed already closed its connection.
+		if err := b.fe.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			b.closeErr = err
+		}
 		b.stop.Signal()
 		<-b.watchDone
 		unix.Close(b.watchFD)
@@ -130,6 +138,7 @@ func (b *UserBackend) wrap(err error) error {
 	if err == nil || !connectionError(err) {
 		return err
 	}
+	b.down()
 	return fmt.Errorf("%w: %w", ErrDisconnected, err)
 }
 

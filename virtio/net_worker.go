@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -207,6 +210,20 @@ func (w *NetPairWorker) run() {
 			w.cfg.OnError(err)
 		}
 	}
+	// Guest memory may be a file a vhost-user frontend shares with us; if
+	// the peer truncates it, touching the mapping raises SIGBUS. Make that
+	// a broken queue pair (the device goes to NEEDS_RESET) rather than a
+	// crash of the whole process.
+	debug.SetPanicOnFault(true)
+	defer func() {
+		if r := recover(); r != nil {
+			re, ok := r.(runtime.Error)
+			if !ok || !strings.Contains(re.Error(), "fault") {
+				panic(r)
+			}
+			fail(fmt.Errorf("queue pair %d: guest memory access faulted: %w", p.Index(), re))
+		}
+	}()
 	for {
 		var err error
 		if txDue {

@@ -17,6 +17,7 @@ func benchmarks() []command {
 	return []command{
 		{"notifiers", "KVM_IOEVENTFD enable/disable: raw vs batched vs one commit per queue", benchNotifiers},
 		{"startup", "time from exec to the guest's first serial byte: govmm vs a direct KVM harness", benchStartup},
+		{"attach", "vhost-user-net attach/detach: one commit for all notifiers vs one per queue", benchAttach},
 	}
 }
 

@@ -163,3 +163,50 @@ func TestLinuxUserSpace(t *testing.T) {
 		t.Logf("console tail:\n%s", tail(console, 40))
 	}
 }
+
+// TestLinuxDHCPOverVhostUser is the DHCP boot with the packets moved by a
+// separate `govmm vhost-user-net` process instead of the VMM: the
+// notifiers go through the vhost attach path, the backend maps the
+// guest's memory from the memfd the VMM shares.
+func TestLinuxDHCPOverVhostUser(t *testing.T) {
+	testutil.RequireKVM(t)
+	vmlinux, _ := testutil.LinuxKernel(t)
+	initrd := testutil.LinuxInitramfs(t)
+	ns := testutil.NewNetNS(t)
+	ns.AddTAP(t, "tap0", "10.0.0.1/24")
+	ns.StartDHCP(t, "tap0", "10.0.0.2")
+	sock := t.TempDir() + "/vu.sock"
+	backend := govmmCommand(t, ns, "vhost-user-net", "--socket", sock, "--tap", "tap0", "--queues", "2")
+	var blog bytes.Buffer
+	backend.Stdout, backend.Stderr = &blog, &blog
+	if err := backend.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		backend.Process.Kill()
+		backend.Wait()
+		if t.Failed() {
+			t.Logf("backend log:\n%s", blog.String())
+		}
+	})
+	const cmdline = "console=ttyS0 ip=dhcp panic=-1 reboot=t"
+	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--initrd", initrd, "--memory", "256M",
+		"--net", "vhost-user="+sock+",queues=2", "--stats", "--cmdline", cmdline)
+	for _, want := range []string{
+		"IP-Config: Got DHCP answer from 10.0.0.1, my address is 10.0.0.2",
+		"Run /init as init process",
+	} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if !strings.Contains(logs, "net0: notifiers=") || !strings.Contains(logs, "attach_commits=1") {
+		t.Errorf("no vhost stats line with one attach commit; stderr:\n%s", logs)
+	}
+	if code != 0 {
+		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
+	}
+	if t.Failed() {
+		t.Logf("console tail:\n%s", tail(console, 40))
+	}
+}

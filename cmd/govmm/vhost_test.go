@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -651,6 +652,45 @@ func TestVhostUserNetBadInput(t *testing.T) {
 		code, _, errOut := run(c.args...)
 		if code == 0 || !strings.Contains(errOut, c.want) {
 			t.Errorf("govmm %s = %d, stderr %q, want %q", strings.Join(c.args, " "), code, errOut, c.want)
+		}
+	}
+}
+
+// TestBenchAttach runs `govmm bench attach` small, as JSON and as a
+// table, and rejects bad sizes.
+func TestBenchAttach(t *testing.T) {
+	testutil.RequireKVM(t)
+	var out, errOut bytes.Buffer
+	if err := benchAttach([]string{"--devices", "2", "--pairs", "2", "--rounds", "1", "--json"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Notifiers int `json:"notifiers"`
+		Modes     []struct {
+			Mode   string `json:"mode"`
+			Attach struct {
+				NotifierMS float64 `json:"notifier_ms"`
+				BackendMS  float64 `json:"backend_ms"`
+				Commits    int     `json:"commits"`
+			} `json:"attach"`
+		} `json:"modes"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if res.Notifiers != 8 || len(res.Modes) != 2 || res.Modes[0].Attach.Commits != 1 || res.Modes[1].Attach.Commits != 8 {
+		t.Errorf("result %s", out.String())
+	}
+	out.Reset()
+	if err := benchAttach([]string{"--devices", "1", "--pairs", "1", "--rounds", "1"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "notifier phase") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	for _, bad := range [][]string{{"--devices", "0"}, {"--pairs", "33"}, {"--queue-size", "3000"}} {
+		if err := benchAttach(bad, &out, &errOut); err == nil {
+			t.Errorf("bench attach %v accepted", bad)
 		}
 	}
 }

@@ -29,7 +29,7 @@
 #include "lib/kernel.h"
 
 #define MAX_DEVS 4
-#define MAX_PAIRS 8
+#define MAX_PAIRS 32
 #define MAX_PINGS 1024
 #define QSIZE_MAX 256
 #define BUF_SIZE 2048

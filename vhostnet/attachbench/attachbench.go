@@ -51,7 +51,7 @@ type Options struct {
 // DefaultOptions is the scenario of the seed change: 15 devices of 32
 // pairs (960 queue notifiers).
 func DefaultOptions() Options {
-	return Options{Devices: 15, Pairs: 32, Rounds: 5, QueueSize: 256, Settle: 25 * time.Millisecond}
+	return Options{Devices: 15, Pairs: 32, Rounds: 7, QueueSize: 256, Settle: 25 * time.Millisecond}
 }
 
 func (o Options) validate() error {

@@ -102,7 +102,7 @@ func TestGarbageFrontend(t *testing.T) {
 	srv, sock, _ := serve(t, t.TempDir(), fn, 1)
 	for _, junk := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0x10, 0, 0},             // unknown request, huge payload
+		{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0x10, 0, 0},               // unknown request, huge payload
 		{byte(vhostuser.ReqSetVringNum), 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0}, // short payload
 	} {
 		c, err := net.Dial("unix", sock)
