@@ -90,7 +90,7 @@ func (c *commitBench) round(tb testing.TB) (enable, disable, enableCPU, disableC
 // disabling them to empty. ns/entry should grow like log n: well under 2x
 // from 1k to 100k entries.
 func BenchmarkCommit(b *testing.B) {
-	ev := newEvent(b)
+	ev := kvmtest.NewEventFD(b)
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("n=%dk", n/1000), func(b *testing.B) {
 			c := newCommitBench(ev, n, 1)
@@ -121,7 +121,7 @@ func TestCommitCostScaling(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing test")
 	}
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 	perEntry := func(n int) float64 {
 		c := newCommitBench(ev, n, 2)
 		best := time.Duration(1 << 62)

@@ -20,16 +20,6 @@ import (
 // 0xd0000000, the kind of entry the space exists for.
 const notifyBase = 0xd0000050
 
-func newEvent(t testing.TB) *kvm.EventFD {
-	t.Helper()
-	ev, err := kvm.NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
-}
-
 // queue returns the QueueNotify entry of queue q of device d.
 func queue(d, q int, ev *kvm.EventFD) kvm.Ioeventfd {
 	return kvm.Ioeventfd{Space: kvm.SpaceMMIO, Addr: notifyBase + uint64(d)*0x1000, Len: 4, HasDatamatch: true, Datamatch: uint64(q), Event: ev}
@@ -85,7 +75,7 @@ func checkInSync(t testing.TB, s *kvm.IoEventSpace, k *kvmtest.Kernel) {
 func TestIoEventSpaceNesting(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 
 	s.Begin()
 	s.Begin()
@@ -129,7 +119,7 @@ func TestIoEventSpaceNesting(t *testing.T) {
 func TestIoEventSpaceOutsideTransaction(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 
 	a := mustAdd(t, s, queue(0, 0, ev))
 	if k.Counts().Assigns != 1 || s.Len() != 1 {
@@ -151,7 +141,7 @@ func TestIoEventSpaceOutsideTransaction(t *testing.T) {
 		t.Fatal("Remove closed the caller's eventfd")
 	}
 	// A colliding Add outside a transaction fails at once and is dropped.
-	if _, err := s.Add(queue(0, 1, newEvent(t))); !errors.Is(err, kvm.ErrIoeventfdCollision) {
+	if _, err := s.Add(queue(0, 1, kvmtest.NewEventFD(t))); !errors.Is(err, kvm.ErrIoeventfdCollision) {
 		t.Fatalf("colliding Add = %v, want ErrIoeventfdCollision", err)
 	}
 	if s.Len() != 1 {
@@ -163,7 +153,7 @@ func TestIoEventSpaceOutsideTransaction(t *testing.T) {
 func TestIoEventSpaceUnknownRemove(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 	id := mustAdd(t, s, queue(0, 0, ev))
 
 	for _, tc := range []struct {
@@ -198,7 +188,7 @@ func TestIoEventSpaceUnknownRemove(t *testing.T) {
 }
 
 func TestIoEventSpaceValidation(t *testing.T) {
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 	closed, err := kvm.NewEventFD()
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +261,7 @@ func TestIoEventSpaceValidation(t *testing.T) {
 }
 
 func TestIoEventSpaceCollisions(t *testing.T) {
-	e1, e2 := newEvent(t), newEvent(t)
+	e1, e2 := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 	at := func(space kvm.Space, addr uint64, l uint32, has bool, data uint64, e *kvm.EventFD) kvm.Ioeventfd {
 		return kvm.Ioeventfd{Space: space, Addr: addr, Len: l, HasDatamatch: has, Datamatch: data, Event: e}
 	}
@@ -355,7 +345,7 @@ func TestIoEventSpaceCollisions(t *testing.T) {
 func TestIoEventSpaceReplaceEventfd(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	oldEv, newEv := newEvent(t), newEvent(t)
+	oldEv, newEv := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 	const n = 8
 	ids := make([]kvm.IoEventID, n)
 	s.Begin()
@@ -399,11 +389,11 @@ func TestIoEventSpaceReplaceEventfd(t *testing.T) {
 func TestIoEventSpaceAddRemoveCancel(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	keep := mustAdd(t, s, queue(0, 0, newEvent(t)))
+	keep := mustAdd(t, s, queue(0, 0, kvmtest.NewEventFD(t)))
 	calls := k.Counts().Calls
 
-	ev := newEvent(t)
-	closeEv := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
+	closeEv := kvmtest.NewEventFD(t)
 	s.Begin()
 	a := mustAdd(t, s, queue(0, 1, ev))
 	b := mustAdd(t, s, queue(0, 2, closeEv))
@@ -433,9 +423,9 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 	t.Run("closed after the commit", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		id := mustAdd(t, s, queue(0, 0, ev))
-		other := mustAdd(t, s, queue(0, 1, newEvent(t)))
+		other := mustAdd(t, s, queue(0, 1, kvmtest.NewEventFD(t)))
 		if err := ev.Signal(); err != nil { // a kick that nobody handled
 			t.Fatal(err)
 		}
@@ -461,7 +451,7 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 	t.Run("kept open after a failed commit", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		id := mustAdd(t, s, queue(0, 0, ev))
 		s.Begin()
 		if err := s.RemoveAndClose(id); err != nil {
@@ -490,7 +480,7 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 	t.Run("refused while another entry uses the eventfd", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		a := mustAdd(t, s, queue(0, 0, ev))
 		mustAdd(t, s, queue(0, 1, ev))
 		calls := k.Counts().Calls
@@ -506,7 +496,7 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 		// refuses before any ioctl instead of failing with EBADF midway.
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		early, ev := newEvent(t), newEvent(t)
+		early, ev := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 		mustAdd(t, s, queue(0, 0, early))
 		id := mustAdd(t, s, queue(0, 1, ev))
 		calls := k.Counts().Calls
@@ -514,7 +504,7 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 		if err := s.Remove(id); err != nil {
 			t.Fatal(err)
 		}
-		mustAdd(t, s, queue(0, 2, newEvent(t)))
+		mustAdd(t, s, queue(0, 2, kvmtest.NewEventFD(t)))
 		ev.Close()
 		if err := s.Commit(); !errors.Is(err, kvm.ErrClosed) {
 			t.Fatalf("Commit = %v, want ErrClosed", err)
@@ -528,7 +518,7 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 func TestIoEventSpaceCommitError(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 	s.Begin()
 	var ids []kvm.IoEventID
 	for q := range 4 {
@@ -566,7 +556,7 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 	t.Run("rollback failure poisons", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		committed := mustAdd(t, s, queue(1, 0, ev))
 		s.Begin()
 		for q := range 4 {
@@ -599,7 +589,7 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 	t.Run("ENOENT while undoing an assign is not a failure", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		s.Begin()
 		for q := range 3 {
 			mustAdd(t, s, queue(0, q, ev))
@@ -616,7 +606,7 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 	t.Run("undoing a deassign fails", func(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		a := mustAdd(t, s, queue(0, 0, ev))
 		b := mustAdd(t, s, queue(0, 1, ev))
 		s.Begin()
@@ -637,7 +627,7 @@ func TestIoEventSpaceConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
-		ev := newEvent(t)
+		ev := kvmtest.NewEventFD(t)
 		wg.Go(func() {
 			var ids []kvm.IoEventID
 			for q := range per {
@@ -813,24 +803,6 @@ func TestIoEventSpaceFaultsFake(t *testing.T) {
 	}
 }
 
-// newKVMVM returns a bare VM (no memory, no vCPU: KVM_IOEVENTFD needs
-// neither), or skips when /dev/kvm is unavailable.
-func newKVMVM(t *testing.T) *kvm.VM {
-	t.Helper()
-	testutil.RequireKVM(t)
-	sys, err := kvm.Open(kvm.DevicePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sys.Close() })
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
-	return vm
-}
-
 // checkKVM fails t unless the kernel holds every entry of present and none
 // of absent, without changing what it holds. KVM cannot list its
 // ioeventfds, so it probes:
@@ -894,7 +866,7 @@ func checkKVM(t *testing.T, vm *kvm.VM, present, absent []kvm.Ioeventfd) {
 }
 
 func kvmTarget(t *testing.T) func() faultTarget {
-	vm := newKVMVM(t)
+	vm := kvmtest.NewVM(t)
 	return func() faultTarget {
 		return faultTarget{
 			inj: kvmtest.Wrap(vm),
@@ -916,17 +888,17 @@ func TestIoEventSpaceFaultsKVM(t *testing.T) {
 // makes the real kernel refuse an assign midway with EEXIST: the space
 // rolls back what it did and the kernel is left as it was.
 func TestIoEventSpaceForeignCollisionKVM(t *testing.T) {
-	vm := newKVMVM(t)
+	vm := kvmtest.NewVM(t)
 	t.Cleanup(testutil.CheckFDLeaks(t))
 	const n = 16
 	evs := make([]*kvm.EventFD, n)
 	for i := range evs {
-		evs[i] = newEvent(t)
+		evs[i] = kvmtest.NewEventFD(t)
 	}
 	s := kvm.NewIoEventSpace(vm)
 	old := mustAdd(t, s, queue(1, 0, evs[0])) // to be removed by the commit
 	for _, pos := range []int{0, 7, n - 1} {
-		foreign := queue(0, pos, newEvent(t))
+		foreign := queue(0, pos, kvmtest.NewEventFD(t))
 		if err := vm.AssignIoeventfd(foreign); err != nil {
 			t.Fatal(err)
 		}
@@ -964,7 +936,7 @@ func TestIoEventSpaceForeignCollisionKVM(t *testing.T) {
 // the same sequence of calls.
 func TestFakeKernelMatchesKVM(t *testing.T) {
 	testutil.RequireKVM(t)
-	ev1, ev2 := newEvent(t), newEvent(t)
+	ev1, ev2 := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 	closed, err := kvm.NewEventFD()
 	if err != nil {
 		t.Fatal(err)
@@ -1004,7 +976,7 @@ func TestFakeKernelMatchesKVM(t *testing.T) {
 		{"replace needs deassign first", []op{{a, at(M, 0x50, 4, true, 1, ev1)}, {a, at(M, 0x50, 4, true, 1, ev2)}, {d, at(M, 0x50, 4, true, 1, ev1)}, {a, at(M, 0x50, 4, true, 1, ev2)}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vm := newKVMVM(t)
+			vm := kvmtest.NewVM(t)
 			fake := kvmtest.New()
 			for i, o := range tc.ops {
 				call := func(k kvm.IoeventfdAssigner) error {
@@ -1040,7 +1012,7 @@ func errnoOf(err error) unix.Errno {
 func TestIoEventSpaceKernelFull(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
-	ev := newEvent(t)
+	ev := kvmtest.NewEventFD(t)
 	for q := range 4 {
 		mustAdd(t, s, queue(0, q, ev))
 	}

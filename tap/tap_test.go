@@ -47,10 +47,10 @@ func TestOpenBadArguments(t *testing.T) {
 }
 
 // open opens name in ns, failing the test on error.
-func open(t *testing.T, ns *testNS, name string, queues int) *tap.Device {
+func open(t *testing.T, ns *testutil.NetNS, name string, queues int) *tap.Device {
 	t.Helper()
 	var d *tap.Device
-	err := ns.do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		d, err = tap.Open(name, queues, tap.Options{})
 		return err
 	})
@@ -61,13 +61,13 @@ func open(t *testing.T, ns *testNS, name string, queues int) *tap.Device {
 }
 
 func TestOpenCreatesAndRemoves(t *testing.T) {
-	ns := newTestNS(t)
+	ns := testutil.NewNetNS(t)
 	check := testutil.CheckFDLeaks(t)
 	d := open(t, ns, "gtap0", 4)
 	if !d.Created() || !d.MultiQueue() || d.NumQueues() != 4 || d.Name() != "gtap0" || d.Index() == 0 {
 		t.Errorf("created=%v multiqueue=%v queues=%d name=%q index=%d", d.Created(), d.MultiQueue(), d.NumQueues(), d.Name(), d.Index())
 	}
-	out := ns.ip(t, "-d", "link", "show", "gtap0")
+	out := ns.IP(t, "-d", "link", "show", "gtap0")
 	for _, want := range []string{"tap", "multi_queue", "vnet_hdr", "UP"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ip link show lacks %q:\n%s", want, out)
@@ -82,7 +82,7 @@ func TestOpenCreatesAndRemoves(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if out, err := ns.tryIP("link", "show", "gtap0"); err == nil {
+	if out, err := ns.TryIP("link", "show", "gtap0"); err == nil {
 		t.Errorf("gtap0 still exists after Close:\n%s", out)
 	}
 	check()
@@ -91,7 +91,7 @@ func TestOpenCreatesAndRemoves(t *testing.T) {
 // A persistent TAP that Open created (someone set TUNSETPERSIST, or a
 // vhost backend still holds a queue) is removed by Close too.
 func TestCloseRemovesCreatedEvenIfPersistent(t *testing.T) {
-	ns := newTestNS(t)
+	ns := testutil.NewNetNS(t)
 	d := open(t, ns, "gtap1", 1)
 	rc, _ := d.Queue(0).SyscallConn()
 	if err := rc.Control(func(fd uintptr) {
@@ -104,16 +104,16 @@ func TestCloseRemovesCreatedEvenIfPersistent(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if out, err := ns.tryIP("link", "show", "gtap1"); err == nil {
+	if out, err := ns.TryIP("link", "show", "gtap1"); err == nil {
 		t.Errorf("gtap1 still exists after Close:\n%s", out)
 	}
 }
 
 func TestOpenAttachesExisting(t *testing.T) {
-	ns := newTestNS(t)
-	ns.ip(t, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
-	ns.ip(t, "addr", "add", "10.0.0.1/24", "dev", "tap0")
-	ns.ip(t, "link", "set", "tap0", "mtu", "1400")
+	ns := testutil.NewNetNS(t)
+	ns.IP(t, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
+	ns.IP(t, "addr", "add", "10.0.0.1/24", "dev", "tap0")
+	ns.IP(t, "link", "set", "tap0", "mtu", "1400")
 	check := testutil.CheckFDLeaks(t)
 	d := open(t, ns, "tap0", 2)
 	if d.Created() || !d.MultiQueue() || d.MTU() != 1400 {
@@ -122,7 +122,7 @@ func TestOpenAttachesExisting(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	out := ns.ip(t, "addr", "show", "tap0")
+	out := ns.IP(t, "addr", "show", "tap0")
 	if !strings.Contains(out, "10.0.0.1/24") {
 		t.Errorf("tap0 lost its address or disappeared:\n%s", out)
 	}
@@ -130,8 +130,8 @@ func TestOpenAttachesExisting(t *testing.T) {
 }
 
 func TestOpenSingleQueueExisting(t *testing.T) {
-	ns := newTestNS(t)
-	ns.ip(t, "tuntap", "add", "sq0", "mode", "tap")
+	ns := testutil.NewNetNS(t)
+	ns.IP(t, "tuntap", "add", "sq0", "mode", "tap")
 	d := open(t, ns, "sq0", 1)
 	if d.MultiQueue() {
 		t.Error("single-queue TAP reported multi-queue")
@@ -140,7 +140,7 @@ func TestOpenSingleQueueExisting(t *testing.T) {
 		t.Errorf("detaching the queue of a single-queue TAP: %v, want EINVAL", err)
 	}
 	// A second user of a single-queue TAP: TUNSETIFF says EBUSY.
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		d2, err := tap.Open("sq0", 1, tap.Options{})
 		if err == nil {
 			d2.Close()
@@ -152,7 +152,7 @@ func TestOpenSingleQueueExisting(t *testing.T) {
 	}
 	d.Close()
 
-	err = ns.do(func() error {
+	err = ns.Do(func() error {
 		d, err := tap.Open("sq0", 2, tap.Options{})
 		if err == nil {
 			d.Close()
@@ -165,11 +165,11 @@ func TestOpenSingleQueueExisting(t *testing.T) {
 }
 
 func TestOpenRefusesNonTAP(t *testing.T) {
-	ns := newTestNS(t)
-	ns.ip(t, "tuntap", "add", "tun0", "mode", "tun")
-	ns.ip(t, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	ns := testutil.NewNetNS(t)
+	ns.IP(t, "tuntap", "add", "tun0", "mode", "tun")
+	ns.IP(t, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
 	for _, name := range []string{"tun0", "veth0", "lo"} {
-		err := ns.do(func() error {
+		err := ns.Do(func() error {
 			d, err := tap.Open(name, 1, tap.Options{})
 			if err == nil {
 				d.Close()
@@ -180,13 +180,13 @@ func TestOpenRefusesNonTAP(t *testing.T) {
 			t.Errorf("Open(%s) = %v, want a not-a-TAP error", name, err)
 		}
 	}
-	if _, err := ns.tryIP("link", "show", "tun0"); err != nil {
+	if _, err := ns.TryIP("link", "show", "tun0"); err != nil {
 		t.Error("tun0 disappeared")
 	}
 }
 
 func TestOffloadsAndVnetHdr(t *testing.T) {
-	ns := newTestNS(t)
+	ns := testutil.NewNetNS(t)
 	d := open(t, ns, "gtap2", 2)
 	defer d.Close()
 	want := tap.OffloadCsum | tap.OffloadTSO4 | tap.OffloadTSO6
@@ -282,10 +282,10 @@ func readARPReply(t *testing.T, d *tap.Device) []byte {
 // The host's IP stack answers an ARP request written to the TAP, and the
 // reply comes back with a 12-byte vnet header in front.
 func TestPacketRoundTrip(t *testing.T) {
-	ns := newTestNS(t)
+	ns := testutil.NewNetNS(t)
 	d := open(t, ns, "gtap3", 2)
 	defer d.Close()
-	ns.ip(t, "addr", "add", "10.0.0.1/24", "dev", "gtap3")
+	ns.IP(t, "addr", "add", "10.0.0.1/24", "dev", "gtap3")
 	if err := d.Queue(1).WritePacket(arpRequest()); err != nil {
 		t.Fatalf("WritePacket: %v", err)
 	}
@@ -304,7 +304,7 @@ func TestPacketRoundTrip(t *testing.T) {
 	if d.Queue(1).Attached() {
 		t.Error("queue 1 still attached")
 	}
-	ns.ip(t, "neigh", "flush", "dev", "gtap3")
+	ns.IP(t, "neigh", "flush", "dev", "gtap3")
 	if err := d.Queue(0).WritePacket(arpRequest()); err != nil {
 		t.Fatalf("WritePacket: %v", err)
 	}

@@ -1,12 +1,6 @@
 package vhostnet
 
 import (
-	"bufio"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"unsafe"
 
@@ -15,78 +9,39 @@ import (
 
 // abiTable lists every ioctl number, flag and struct size of the kernel
 // vhost-net backend with the C expression <linux/vhost.h> defines it by.
-var abiTable = []struct {
-	c   string
-	got uint64
-}{
-	{"VHOST_GET_FEATURES", vhostGetFeatures},
-	{"VHOST_SET_FEATURES", vhostSetFeatures},
-	{"VHOST_SET_OWNER", vhostSetOwner},
-	{"VHOST_RESET_OWNER", vhostResetOwner},
-	{"VHOST_SET_MEM_TABLE", vhostSetMemTable},
-	{"VHOST_SET_VRING_NUM", vhostSetVringNum},
-	{"VHOST_SET_VRING_ADDR", vhostSetVringAddr},
-	{"VHOST_SET_VRING_BASE", vhostSetVringBase},
-	{"VHOST_GET_VRING_BASE", vhostGetVringBase},
-	{"VHOST_SET_VRING_KICK", vhostSetVringKick},
-	{"VHOST_SET_VRING_CALL", vhostSetVringCall},
-	{"VHOST_SET_VRING_ERR", vhostSetVringErr},
-	{"VHOST_NET_SET_BACKEND", vhostNetSetBackend},
-	{"1ULL << VHOST_F_LOG_ALL", vhostFLogAll},
-	{"1ULL << VHOST_NET_F_VIRTIO_NET_HDR", vhostNetFVirtioHdr},
-	{"sizeof(struct vhost_vring_state)", uint64(unsafe.Sizeof(vringState{}))},
-	{"sizeof(struct vhost_vring_file)", uint64(unsafe.Sizeof(vringFile{}))},
-	{"sizeof(struct vhost_vring_addr)", uint64(unsafe.Sizeof(vringAddr{}))},
-	{"offsetof(struct vhost_vring_addr, desc_user_addr)", uint64(unsafe.Offsetof(vringAddr{}.Desc))},
-	{"offsetof(struct vhost_vring_addr, used_user_addr)", uint64(unsafe.Offsetof(vringAddr{}.Used))},
-	{"offsetof(struct vhost_vring_addr, avail_user_addr)", uint64(unsafe.Offsetof(vringAddr{}.Avail))},
-	{"offsetof(struct vhost_vring_addr, log_guest_addr)", uint64(unsafe.Offsetof(vringAddr{}.Log))},
-	{"sizeof(struct vhost_memory)", sizeofVhostMemory},
-	{"sizeof(struct vhost_memory_region)", sizeofVhostMemRegion},
-	{"offsetof(struct vhost_memory, regions)", sizeofVhostMemory},
-	{"offsetof(struct vhost_memory_region, userspace_addr)", 16},
+var abiTable = []testutil.ABIValue{
+	{C: "VHOST_GET_FEATURES", Got: vhostGetFeatures},
+	{C: "VHOST_SET_FEATURES", Got: vhostSetFeatures},
+	{C: "VHOST_SET_OWNER", Got: vhostSetOwner},
+	{C: "VHOST_RESET_OWNER", Got: vhostResetOwner},
+	{C: "VHOST_SET_MEM_TABLE", Got: vhostSetMemTable},
+	{C: "VHOST_SET_VRING_NUM", Got: vhostSetVringNum},
+	{C: "VHOST_SET_VRING_ADDR", Got: vhostSetVringAddr},
+	{C: "VHOST_SET_VRING_BASE", Got: vhostSetVringBase},
+	{C: "VHOST_GET_VRING_BASE", Got: vhostGetVringBase},
+	{C: "VHOST_SET_VRING_KICK", Got: vhostSetVringKick},
+	{C: "VHOST_SET_VRING_CALL", Got: vhostSetVringCall},
+	{C: "VHOST_SET_VRING_ERR", Got: vhostSetVringErr},
+	{C: "VHOST_NET_SET_BACKEND", Got: vhostNetSetBackend},
+	{C: "1ULL << VHOST_F_LOG_ALL", Got: vhostFLogAll},
+	{C: "1ULL << VHOST_NET_F_VIRTIO_NET_HDR", Got: vhostNetFVirtioHdr},
+	{C: "sizeof(struct vhost_vring_state)", Got: uint64(unsafe.Sizeof(vringState{}))},
+	{C: "sizeof(struct vhost_vring_file)", Got: uint64(unsafe.Sizeof(vringFile{}))},
+	{C: "sizeof(struct vhost_vring_addr)", Got: uint64(unsafe.Sizeof(vringAddr{}))},
+	{C: "offsetof(struct vhost_vring_addr, desc_user_addr)", Got: uint64(unsafe.Offsetof(vringAddr{}.Desc))},
+	{C: "offsetof(struct vhost_vring_addr, used_user_addr)", Got: uint64(unsafe.Offsetof(vringAddr{}.Used))},
+	{C: "offsetof(struct vhost_vring_addr, avail_user_addr)", Got: uint64(unsafe.Offsetof(vringAddr{}.Avail))},
+	{C: "offsetof(struct vhost_vring_addr, log_guest_addr)", Got: uint64(unsafe.Offsetof(vringAddr{}.Log))},
+	{C: "sizeof(struct vhost_memory)", Got: sizeofVhostMemory},
+	{C: "sizeof(struct vhost_memory_region)", Got: sizeofVhostMemRegion},
+	{C: "offsetof(struct vhost_memory, regions)", Got: sizeofVhostMemory},
+	{C: "offsetof(struct vhost_memory_region, userspace_addr)", Got: 16},
 }
 
 // TestABIAgainstKernelHeaders compiles a C program that prints each
 // expression of abiTable from <linux/vhost.h> and compares.
 func TestABIAgainstKernelHeaders(t *testing.T) {
-	cc := testutil.RequireCommand(t, "gcc")
-	if _, err := os.Stat("/usr/include/linux/vhost.h"); err != nil {
-		t.Skipf("linux/vhost.h not installed: %v", err)
-	}
-	dir := t.TempDir()
-	var src strings.Builder
-	src.WriteString("#include <stdio.h>\n#include <stddef.h>\n#include <linux/vhost.h>\nint main(void){\n")
-	for _, e := range abiTable {
-		src.WriteString("printf(\"%llu\\n\", (unsigned long long)(" + e.c + "));\n")
-	}
-	src.WriteString("return 0;}\n")
-	cfile := filepath.Join(dir, "abi.c")
-	if err := os.WriteFile(cfile, []byte(src.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "abi")
-	if out, err := exec.Command(cc, "-o", bin, cfile).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
-	}
-	out, err := exec.Command(bin).Output()
-	if err != nil {
-		t.Fatalf("run abi: %v", err)
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	n := 0
-	for ; sc.Scan(); n++ {
-		want, err := strconv.ParseUint(sc.Text(), 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := abiTable[n].got; got != want {
-			t.Errorf("%s = %#x, kernel header says %#x", abiTable[n].c, got, want)
-		}
-	}
-	if n != len(abiTable) {
-		t.Errorf("C program printed %d values, want %d", n, len(abiTable))
-	}
+	testutil.CheckABI(t, "linux/vhost.h", abiTable)
 }
 
 // TestKnownValues pins the numbers of the reference documents, so the

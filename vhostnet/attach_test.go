@@ -399,8 +399,8 @@ func TestReconnect(t *testing.T) {
 	old := []*fakeBackend{r.backend(0), r.backend(1)}
 	old[0].hangUp()
 	old[1].hangUp()
-	waitFor(t, "queues stopped", func() bool { return r.kern.Len() == 0 })
-	waitFor(t, "devices detached", func() bool { return !r.devs[0].Connected() && !r.devs[1].Connected() })
+	testutil.WaitFor(t, 5*time.Second, "queues stopped", func() bool { return r.kern.Len() == 0 })
+	testutil.WaitFor(t, 5*time.Second, "devices detached", func() bool { return !r.devs[0].Connected() && !r.devs[1].Connected() })
 	if c := r.space.Stats().Commits - commits; c != 1 {
 		t.Errorf("detach commits %d, want 1 for both devices", c)
 	}
@@ -412,7 +412,7 @@ func TestReconnect(t *testing.T) {
 
 	commits = r.space.Stats().Commits
 	nb := []*fakeBackend{r.newBackend(0), r.newBackend(1)}
-	waitFor(t, "restart", func() bool { return r.devs[0].Attached() && r.devs[1].Attached() })
+	testutil.WaitFor(t, 5*time.Second, "restart", func() bool { return r.devs[0].Attached() && r.devs[1].Attached() })
 	if c := r.space.Stats().Commits - commits; c != 1 {
 		t.Errorf("restart commits %d, want 1 for both devices", c)
 	}
@@ -455,7 +455,7 @@ func TestReconnect(t *testing.T) {
 func TestReconnectWhileInactive(t *testing.T) {
 	r := newRig(t, 1, 1, CommitBatched, nil)
 	r.backend(0).hangUp()
-	waitFor(t, "disconnect", func() bool { return !r.devs[0].Connected() })
+	testutil.WaitFor(t, 5*time.Second, "disconnect", func() bool { return !r.devs[0].Connected() })
 	// DRIVER_OK with no backend: accepted, started when it is back.
 	r.activate(0)
 	if s := r.status(0); s&virtio.StatusNeedsReset != 0 {
@@ -465,7 +465,7 @@ func TestReconnectWhileInactive(t *testing.T) {
 		t.Error("notifiers registered without a backend")
 	}
 	r.newBackend(0)
-	waitFor(t, "start on reconnect", func() bool { return r.devs[0].Attached() })
+	testutil.WaitFor(t, 5*time.Second, "start on reconnect", func() bool { return r.devs[0].Attached() })
 	if r.kern.Len() != 2 {
 		t.Errorf("%d registrations", r.kern.Len())
 	}
@@ -487,10 +487,30 @@ func TestBackendDiesDuringStart(t *testing.T) {
 	}
 	b.hangUp()
 	r.newBackend(0)
-	waitFor(t, "restart", func() bool { return r.devs[0].Attached() })
+	testutil.WaitFor(t, 5*time.Second, "restart", func() bool { return r.devs[0].Attached() })
 	if r.kern.Len() != 4 {
 		t.Errorf("%d registrations", r.kern.Len())
 	}
+}
+
+// kvmHasNotifier reports whether vm holds a queue notifier of device dev
+// for queue q. KVM cannot list its ioeventfds, so it probes: assigning
+// probe at that key collides (EEXIST) exactly when something is there;
+// a probe that goes in is taken out again.
+func kvmHasNotifier(t *testing.T, vm *kvm.VM, probe *kvm.EventFD, dev int, q uint64) bool {
+	t.Helper()
+	e := kvm.Ioeventfd{Space: kvm.SpaceMMIO, Addr: notifyAddr(dev), Len: 4, HasDatamatch: true, Datamatch: q, Event: probe}
+	err := vm.AssignIoeventfd(e)
+	if err == nil {
+		if err := vm.DeassignIoeventfd(e); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("probe: %v", err)
+	}
+	return true
 }
 
 // TestAttachRealKVM runs the reset loop against a real VM's ioeventfds
@@ -498,37 +518,15 @@ func TestBackendDiesDuringStart(t *testing.T) {
 // same doorbell again collides (EEXIST); after the reset it succeeds.
 func TestAttachRealKVM(t *testing.T) {
 	testutil.RequireKVM(t)
-	defer testutil.CheckFDLeaks(t)()
-	sys, err := kvm.Open(kvm.DevicePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
+	t.Cleanup(testutil.CheckFDLeaks(t)) // after NewVM's cleanups
+	vm := kvmtest.NewVM(t)
 	r := newRig(t, 1, 2, CommitBatched, vm)
 	probe, err := kvm.NewEventFD()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer probe.Close()
-	registered := func(q uint64) bool {
-		e := kvm.Ioeventfd{Space: kvm.SpaceMMIO, Addr: notifyAddr(0), Len: 4, HasDatamatch: true, Datamatch: q, Event: probe}
-		err := vm.AssignIoeventfd(e)
-		if err == nil {
-			if err := vm.DeassignIoeventfd(e); err != nil {
-				t.Fatal(err)
-			}
-			return false
-		}
-		if !errors.Is(err, unix.EEXIST) {
-			t.Fatalf("probe: %v", err)
-		}
-		return true
-	}
+	registered := func(q uint64) bool { return kvmHasNotifier(t, vm, probe, 0, q) }
 	for cycle := range 100 {
 		r.activate(0)
 		for q := range uint64(4) {
@@ -552,17 +550,8 @@ func TestAttachRealKVM(t *testing.T) {
 // it fails), and checks the kernel's registrations directly.
 func TestAttachFailureRealKVM(t *testing.T) {
 	testutil.RequireKVM(t)
-	defer testutil.CheckFDLeaks(t)()
-	sys, err := kvm.Open(kvm.DevicePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
+	t.Cleanup(testutil.CheckFDLeaks(t)) // after NewVM's cleanups
+	vm := kvmtest.NewVM(t)
 	inj := kvmtest.Wrap(vm)
 	r := newRig(t, 2, 2, CommitBatched, inj)
 	probe, err := kvm.NewEventFD()
@@ -570,19 +559,7 @@ func TestAttachFailureRealKVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer probe.Close()
-	registered := func(dev int, q uint64) bool {
-		e := kvm.Ioeventfd{Space: kvm.SpaceMMIO, Addr: notifyAddr(dev), Len: 4, HasDatamatch: true, Datamatch: q, Event: probe}
-		if err := vm.AssignIoeventfd(e); err != nil {
-			if !errors.Is(err, unix.EEXIST) {
-				t.Fatal(err)
-			}
-			return true
-		}
-		if err := vm.DeassignIoeventfd(e); err != nil {
-			t.Fatal(err)
-		}
-		return false
-	}
+	registered := func(dev int, q uint64) bool { return kvmHasNotifier(t, vm, probe, dev, q) }
 	check := func(want0, want1 bool) {
 		t.Helper()
 		for q := range uint64(4) {

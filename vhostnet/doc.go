@@ -49,6 +49,11 @@
 //     bit itself (virtio.MMIOConfig.UsedBufferAlways) or a virtio-mmio
 //     driver that checks InterruptStatus would drop them.
 //
+//   - One TAP adapter. TAPBackend is the virtio.NetBackend over a
+//     *tap.Device (pair i on TAP queue i, offloads mapped to
+//     TUNSETOFFLOAD) for the data paths that run in user space: the VMM's
+//     own virtio-net device and the vhost-user-net backend server.
+//
 // Subpackages: vhostuser (the protocol, both sides), vunet (the
 // vhost-user-net backend server), attachbench (govmm bench attach).
 package vhostnet

@@ -2,7 +2,6 @@ package vhostnet
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -174,9 +173,11 @@ func NewNetDevice(cfg NetConfig) (*NetDevice, error) {
 		return nil, errors.New("vhost net device: needs a call eventfd and guest memory")
 	}
 	if cfg.MAC == nil {
-		mac := make(net.HardwareAddr, 6)
-		rand.Read(mac)
-		mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+		mac, err := virtio.RandomMAC()
+		if err != nil {
+			cfg.Connector.Close()
+			return nil, fmt.Errorf("vhost net device: %w", err)
+		}
 		cfg.MAC = mac
 	}
 	if len(cfg.MAC) != 6 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/govmm/govmm/internal/testutil"
 	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/kvm/kvmtest"
 	"github.com/govmm/govmm/virtio"
 	vt "github.com/govmm/govmm/virtio/virtiotest"
 )
@@ -521,7 +522,7 @@ func TestMMIOActivateFailures(t *testing.T) {
 		}, 0},
 		{"collision with a stale registration", func(t *testing.T, r *rig) {
 			// Someone else holds queue 1's doorbell: the commit collides.
-			ev := mustEventFD(t)
+			ev := kvmtest.NewEventFD(t)
 			r.io.Begin()
 			r.io.Add(virtio.NotifySpec{Queue: 1, Addr: mmioBase + 0x50, Datamatch: 1}.Ioeventfd(ev))
 			r.io.Commit()
@@ -804,14 +805,4 @@ func TestMMIOEndToEnd(t *testing.T) {
 	if r.read(vt.RegStatus)&virtio.StatusNeedsReset == 0 {
 		t.Error("broken queue did not set NEEDS_RESET")
 	}
-}
-
-func mustEventFD(t *testing.T) *kvm.EventFD {
-	t.Helper()
-	ev, err := kvm.NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
 }

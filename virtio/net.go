@@ -1,6 +1,7 @@
 package virtio
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -85,9 +86,37 @@ const (
 	NetOffloadTSO6                         // TCP segmentation over IPv6 (needs Csum)
 )
 
+// NetGuestOffloads returns the offloads a driver that negotiated
+// features accepts in the packets it receives (GUEST_CSUM, and the
+// GUEST_TSO* that need it): what the backend may be told to produce.
+func NetGuestOffloads(features uint64) NetOffloads {
+	var o NetOffloads
+	if features&NetFGuestCsum != 0 {
+		o |= NetOffloadCsum
+		if features&NetFGuestTSO4 != 0 {
+			o |= NetOffloadTSO4
+		}
+		if features&NetFGuestTSO6 != 0 {
+			o |= NetOffloadTSO6
+		}
+	}
+	return o
+}
+
+// RandomMAC returns a random locally administered unicast address, for a
+// device whose MAC the user did not choose.
+func RandomMAC() (net.HardwareAddr, error) {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, fmt.Errorf("random MAC: %w", err)
+	}
+	mac[0] = mac[0]&^1 | 2
+	return mac, nil
+}
+
 // NetBackend is the host side of a virtio-net device: one pollable packet
-// endpoint per queue pair and device-wide controls. The VMM adapts a
-// *tap.Device to it.
+// endpoint per queue pair and device-wide controls. vhostnet.TAPBackend
+// adapts a *tap.Device to it.
 type NetBackend interface {
 	// Pair returns queue pair i's endpoint (0 <= i < QueuePairs).
 	Pair(i int) PollablePacketIO
@@ -276,17 +305,7 @@ func (n *Net) Activate(a Activation) (err error) {
 	if len(a.Queues) != len(n.sizes) {
 		return fmt.Errorf("virtio-net: %d queues, want %d", len(a.Queues), len(n.sizes))
 	}
-	var o NetOffloads
-	if f&NetFGuestCsum != 0 {
-		o |= NetOffloadCsum
-		if f&NetFGuestTSO4 != 0 {
-			o |= NetOffloadTSO4
-		}
-		if f&NetFGuestTSO6 != 0 {
-			o |= NetOffloadTSO6
-		}
-	}
-	if err := n.cfg.Backend.SetOffloads(o); err != nil {
+	if err := n.cfg.Backend.SetOffloads(NetGuestOffloads(f)); err != nil {
 		return fmt.Errorf("virtio-net offloads: %w", err)
 	}
 

@@ -101,17 +101,6 @@ func ctrl(t *testing.T, d *vt.Driver, class, cmd byte, data []byte) uint16 {
 	return h
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func le16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
 func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 
@@ -254,14 +243,14 @@ func TestNetDeviceEndToEnd(t *testing.T) {
 	e.be.ios[0].hostSend(t, append(netHdr(0, 0, 0), r...))
 
 	mustNoErr(t, vt.InitMMIO(e.tr, features, e.drivers...))
-	waitFor(t, "the control commands", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the control commands", func() bool {
 		s := e.n.Stats()
 		return s.CtrlOK+s.CtrlErr == uint64(len(cmds))
 	})
 	if got := e.be.ios[1].hostRecv(t); !bytes.Equal(got, append(netHdr(0, 0, 0), f...)) {
 		t.Errorf("pair 1 sent % x", got)
 	}
-	waitFor(t, "the received packet", func() bool { return e.n.Stats().Pairs[0].RXPackets == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the received packet", func() bool { return e.n.Stats().Pairs[0].RXPackets == 1 })
 	s := e.n.Stats()
 	if s.ActivePairs != 2 || s.CtrlOK != 3 || s.Pairs[1].TXPackets != 1 {
 		t.Errorf("stats %+v", s)
@@ -283,7 +272,7 @@ func TestNetDeviceEndToEnd(t *testing.T) {
 	if s := e.n.Stats(); s.ActivePairs != 0 || s.Pairs[1].TXPackets != 1 {
 		t.Errorf("stats after reset %+v", s)
 	}
-	waitFor(t, "the device goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines })
+	testutil.WaitFor(t, 5*time.Second, "the device goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines })
 }
 
 // MAC_ADDR_SET changes the configuration space until the next reset.
@@ -294,7 +283,7 @@ func TestNetDeviceMACAddrSet(t *testing.T) {
 	ctrl(t, cq, virtio.NetCtrlMAC, virtio.NetCtrlMACAddrSet, newMAC)
 	cq.Publish()
 	mustNoErr(t, vt.InitMMIO(e.tr, fV1|virtio.NetFCtrlVQ|virtio.NetFCtrlMACAddr|virtio.NetFMAC, e.drivers...))
-	waitFor(t, "MAC_ADDR_SET", func() bool { return e.n.Stats().CtrlOK == 1 })
+	testutil.WaitFor(t, 5*time.Second, "MAC_ADDR_SET", func() bool { return e.n.Stats().CtrlOK == 1 })
 	cfgMAC := make([]byte, 6)
 	e.tr.Read(vt.RegConfig, cfgMAC)
 	if !bytes.Equal(cfgMAC, newMAC) || !bytes.Equal(e.n.MAC(), newMAC) {
@@ -345,7 +334,7 @@ func TestNetDeviceBrokenQueueNeedsReset(t *testing.T) {
 	tx.AddHead(0)
 	tx.Publish()
 	mustNoErr(t, vt.InitMMIO(e.tr, fV1, e.drivers...))
-	waitFor(t, "DEVICE_NEEDS_RESET", func() bool { return e.tr.Status()&virtio.StatusNeedsReset != 0 })
+	testutil.WaitFor(t, 5*time.Second, "DEVICE_NEEDS_RESET", func() bool { return e.tr.Status()&virtio.StatusNeedsReset != 0 })
 	if vt.ReadReg(e.tr, vt.RegInterruptStatus)&virtio.InterruptConfigChange == 0 || e.irq.count() == 0 {
 		t.Error("no configuration-change interrupt")
 	}
@@ -381,7 +370,7 @@ func TestNetDeviceKicks(t *testing.T) {
 		mustNoErr(t, vt.InitMMIO(e.tr, fV1, e.drivers...))
 		vt.WriteReg(e.tr, vt.RegQueueNotify, 1)
 		vt.WriteReg(e.tr, vt.RegQueueNotify, 0)
-		waitFor(t, "the kicks", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "the kicks", func() bool {
 			s := e.n.Stats().Pairs[0]
 			return s.TXKicks == 1 && s.RXKicks == 1
 		})
@@ -403,7 +392,7 @@ func TestNetDeviceKicks(t *testing.T) {
 		}
 		tx.Signal()
 		tx.Signal()
-		waitFor(t, "the kicks", func() bool { return e.n.Stats().Pairs[0].TXKicks == 2 })
+		testutil.WaitFor(t, 5*time.Second, "the kicks", func() bool { return e.n.Stats().Pairs[0].TXKicks == 2 })
 	})
 }
 
@@ -422,7 +411,7 @@ func TestNetDeviceControlQueueWithoutMQ(t *testing.T) {
 	d3.Publish()
 	features := fV1 | virtio.NetFCtrlVQ | virtio.NetFCtrlRX
 	mustNoErr(t, vt.InitMMIO(e.tr, features, e.drivers[0], e.drivers[1], cq, d3))
-	waitFor(t, "the control commands", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the control commands", func() bool {
 		s := e.n.Stats()
 		return s.CtrlOK+s.CtrlErr == 2
 	})
@@ -440,4 +429,15 @@ func TestNetDeviceControlQueueWithoutMQ(t *testing.T) {
 		t.Errorf("queue 3 was served without MQ: %v", u)
 	}
 	e.be.ios[1].hostNothing(t)
+}
+
+func TestRandomMAC(t *testing.T) {
+	a, err := virtio.RandomMAC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := virtio.RandomMAC()
+	if len(a) != 6 || a[0]&1 != 0 || a[0]&2 == 0 || a.String() == b.String() {
+		t.Errorf("MACs %v %v: want distinct locally administered unicast addresses", a, b)
+	}
 }

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/internal/testutil"
-	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/kvm/kvmtest"
 	"github.com/govmm/govmm/virtio"
 	vt "github.com/govmm/govmm/virtio/virtiotest"
 )
@@ -107,16 +107,6 @@ func (s *sockIO) hostNothing(t *testing.T) {
 	}
 }
 
-func newEventFD(t *testing.T) *kvm.EventFD {
-	t.Helper()
-	ev, err := kvm.NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
-}
-
 // The worker takes turns with the test through OnIdle: everything the
 // test does to guest memory happens while the worker is parked.
 func TestNetPairWorker(t *testing.T) {
@@ -133,12 +123,12 @@ func TestNetPairWorker(t *testing.T) {
 	txq, err := txd.Queue(features)
 	mustNoErr(t, err)
 	io := newSockIO(t)
-	irq := newEventFD(t)
+	irq := kvmtest.NewEventFD(t)
 	pair, err := virtio.NewNetQueuePair(virtio.NetQueuePairConfig{
 		RX: rxq, TX: txq, IO: io, Features: features, Interrupt: virtio.EventFDInterrupt(irq),
 	})
 	mustNoErr(t, err)
-	rxKick, txKick := newEventFD(t), newEventFD(t)
+	rxKick, txKick := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 
 	// Before the start: a transmit chain, receive buffers, a packet from
 	// the host. The first pass must handle all without any kick.
@@ -242,7 +232,7 @@ func TestNetPairWorkerStopsOnBrokenQueue(t *testing.T) {
 	e.tx.Publish()
 	errc := make(chan error, 1)
 	w, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{
-		Pair: pair, RXKick: newEventFD(t), TXKick: newEventFD(t),
+		Pair: pair, RXKick: kvmtest.NewEventFD(t), TXKick: kvmtest.NewEventFD(t),
 		OnError: func(err error) { errc <- err },
 	})
 	mustNoErr(t, err)
@@ -265,18 +255,18 @@ func TestNetPairWorkerStopsOnBrokenQueue(t *testing.T) {
 func TestStartNetPairWorkerErrors(t *testing.T) {
 	e := newPairEnv(t, fV1, 8)
 	// fakeIO cannot be polled.
-	if _, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{Pair: e.pair, RXKick: newEventFD(t), TXKick: newEventFD(t)}); err == nil {
+	if _, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{Pair: e.pair, RXKick: kvmtest.NewEventFD(t), TXKick: kvmtest.NewEventFD(t)}); err == nil {
 		t.Error("worker started on an endpoint without an fd")
 	}
 	if _, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{Pair: e.pair}); err == nil {
 		t.Error("worker started without kicks")
 	}
-	closed := newEventFD(t)
+	closed := kvmtest.NewEventFD(t)
 	closed.Close()
 	io := newSockIO(t)
 	pair, err := virtio.NewNetQueuePair(virtio.NetQueuePairConfig{RX: e.rxq, TX: e.txq, IO: io, Features: fV1, Interrupt: e.irq})
 	mustNoErr(t, err)
-	if _, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{Pair: pair, RXKick: closed, TXKick: newEventFD(t)}); err == nil {
+	if _, err := virtio.StartNetPairWorker(virtio.NetPairWorkerConfig{Pair: pair, RXKick: closed, TXKick: kvmtest.NewEventFD(t)}); err == nil {
 		t.Error("worker started with a closed kick eventfd")
 	}
 }

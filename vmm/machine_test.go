@@ -36,6 +36,25 @@ func (s *syncBuffer) String() string {
 // New/Run/Close path as `govmm run`.
 func runGuest(t *testing.T, cfg Config, timeout time.Duration) (Result, string, error) {
 	t.Helper()
+	r := runGuestIn(t, nil, cfg, timeout, nil)
+	return r.res, r.out, r.err
+}
+
+// guestRun is what runGuestIn saw.
+type guestRun struct {
+	res      Result
+	out      string   // the console
+	m        *Machine // closed
+	err      error    // Run's
+	closeErr error
+}
+
+// runGuestIn fills in cfg's test defaults (64 MiB, one vCPU, the console
+// captured), creates the machine (inside ns if not nil, where its TAPs are
+// found or created), calls during (if set) before running it, runs it
+// until it stops or timeout, and closes it.
+func runGuestIn(t *testing.T, ns *testutil.NetNS, cfg Config, timeout time.Duration, during func(m *Machine)) guestRun {
+	t.Helper()
 	testutil.RequireKVM(t)
 	var out syncBuffer
 	cfg.Console = &out
@@ -45,18 +64,31 @@ func runGuest(t *testing.T, cfg Config, timeout time.Duration) (Result, string, 
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 1
 	}
-	m, err := New(cfg)
+	var m *Machine
+	create := func() (err error) {
+		m, err = New(cfg)
+		return err
+	}
+	var err error
+	if ns != nil {
+		err = ns.Do(create)
+	} else {
+		err = create()
+	}
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	defer m.Close()
+	if during != nil {
+		during(m)
+	}
 	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout, errors.New("test timeout"))
 	defer cancel()
 	res, err := m.Run(ctx)
 	if ctx.Err() != nil {
 		t.Fatalf("guest did not stop within %v; console:\n%s", timeout, out.String())
 	}
-	return res, out.String(), err
+	return guestRun{res: res, out: out.String(), m: m, err: err, closeErr: m.Close()}
 }
 
 func readKernel(t *testing.T, name string) []byte {

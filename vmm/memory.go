@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/boot"
+	"github.com/govmm/govmm/virtio"
 )
 
 // GuestRAM is the guest's memory: one memfd mapped once, split into the
@@ -52,6 +53,19 @@ func newGuestRAM(size uint64) (*GuestRAM, error) {
 
 // Regions returns the guest-physical regions, lowest first.
 func (r *GuestRAM) Regions() []RAMRegion { return r.regions }
+
+// virtioMemory describes guest RAM to the virtio layer.
+func (r *GuestRAM) virtioMemory() (*virtio.GuestMemory, error) {
+	var regions []virtio.Region
+	for _, rr := range r.regions {
+		regions = append(regions, virtio.Region{GPA: rr.GPA, Mem: rr.Mem})
+	}
+	mem, err := virtio.NewGuestMemory(regions...)
+	if err != nil {
+		return nil, fmt.Errorf("guest memory for virtio: %w", err)
+	}
+	return mem, nil
+}
 
 // Low returns the host mapping of the region at GPA 0 (where the kernel,
 // boot parameters and tables go).

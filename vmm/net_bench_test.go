@@ -33,10 +33,10 @@ type reflector struct {
 	first, last atomic.Int64 // UnixNano
 }
 
-func startReflector(tb testing.TB, ns *tapTestNS, ifname string) *reflector {
+func startReflector(tb testing.TB, ns *testutil.NetNS, ifname string) *reflector {
 	tb.Helper()
 	r := &reflector{done: make(chan struct{})}
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(reflectEtherType)))
 		if err != nil {
 			return fmt.Errorf("AF_PACKET socket: %w", err)
@@ -149,7 +149,7 @@ func (a *netRun) add(b netRun) {
 
 // runReflect boots netdrv in reflect mode on one queue pair and returns
 // the device's counters.
-func runReflect(b *testing.B, ns *tapTestNS, r *reflector, kernel []byte, frames int, args string) netRun {
+func runReflect(b *testing.B, ns *testutil.NetNS, r *reflector, kernel []byte, frames int, args string) netRun {
 	b.Helper()
 	var out syncBuffer
 	cfg := Config{
@@ -158,7 +158,7 @@ func runReflect(b *testing.B, ns *tapTestNS, r *reflector, kernel []byte, frames
 		Net:     []NetConfig{{Backend: NetTAP, TAP: "tap0", QueuePairs: 1}},
 	}
 	var m *Machine
-	if err := ns.do(func() (err error) { m, err = New(cfg); return err }); err != nil {
+	if err := ns.Do(func() (err error) { m, err = New(cfg); return err }); err != nil {
 		b.Fatalf("New: %v", err)
 	}
 	defer m.Close()
@@ -192,9 +192,9 @@ func runReflect(b *testing.B, ns *tapTestNS, r *reflector, kernel []byte, frames
 // packets (both directions), and the ratios between the two runs.
 func BenchmarkNetTAPReflect(b *testing.B) {
 	testutil.RequireKVM(b)
-	ns := newTapTestNS(b)
-	ns.ip(b, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
-	ns.ip(b, "link", "set", "tap0", "txqueuelen", "4096", "up")
+	ns := testutil.NewNetNS(b)
+	ns.IP(b, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
+	ns.IP(b, "link", "set", "tap0", "txqueuelen", "4096", "up")
 	r := startReflector(b, ns, "tap0")
 	kernel, err := os.ReadFile(testutil.TinyKernel(b, "netdrv"))
 	if err != nil {
@@ -243,9 +243,9 @@ func BenchmarkNetTAPReflect(b *testing.B) {
 func BenchmarkNetdrvGovmmVsQEMU(b *testing.B) {
 	testutil.RequireKVM(b)
 	testutil.RequireCommand(b, "qemu-system-x86_64")
-	ns := newTapTestNS(b)
-	ns.ip(b, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
-	ns.ip(b, "link", "set", "tap0", "txqueuelen", "4096", "up")
+	ns := testutil.NewNetNS(b)
+	ns.IP(b, "tuntap", "add", "tap0", "mode", "tap", "multi_queue", "vnet_hdr")
+	ns.IP(b, "link", "set", "tap0", "txqueuelen", "4096", "up")
 	r := startReflector(b, ns, "tap0")
 	path := testutil.TinyKernel(b, "netdrv")
 	kernel, err := os.ReadFile(path)

@@ -15,13 +15,13 @@ import (
 // runNetdrvQEMU boots netdrv under QEMU's microvm machine inside ns, with
 // a virtio-net-device over the namespace's tap0 (queues TAP queues), and
 // returns QEMU's exit status and the guest's console.
-func runNetdrvQEMU(t testing.TB, ns *tapTestNS, kernel string, queues int, args string) (int, string) {
+func runNetdrvQEMU(t testing.TB, ns *testutil.NetNS, kernel string, queues int, args string) (int, string) {
 	t.Helper()
 	qemu := testutil.RequireCommand(t, "qemu-system-x86_64")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	netdev := fmt.Sprintf("tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off,queues=%d", queues)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, qemu,
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, qemu,
 		"-M", "microvm,acpi=off", "-accel", "kvm", "-m", "64M",
 		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-device", "isa-debug-exit,iobase=0x501,iosize=1",
@@ -68,8 +68,8 @@ func TestNetdrvUnderQEMU(t *testing.T) {
 		{"1 pair reflect", fmt.Sprintf("netdrv.mode=reflect netdrv.pings=%d netdrv.pairs=1 netdrv.timeout=15000", pings), 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := newTapTestNS(t)
-			ns.withTAP(t, "tap0", "10.0.0.1/24")
+			ns := testutil.NewNetNS(t)
+			ns.AddTAP(t, "tap0", "10.0.0.1/24")
 			if tc.reflect {
 				startReflector(t, ns, "tap0")
 			}

@@ -1,11 +1,10 @@
 package vmm
 
 import (
-	"crypto/rand"
 	"fmt"
-	"net"
 
 	"github.com/govmm/govmm/tap"
+	"github.com/govmm/govmm/vhostnet"
 	"github.com/govmm/govmm/virtio"
 )
 
@@ -24,11 +23,11 @@ func (m *Machine) addTAPNet(slot netSlot, nc NetConfig) error {
 
 	mac := nc.MAC
 	if mac == nil {
-		if mac, err = tapRandomMAC(); err != nil {
+		if mac, err = virtio.RandomMAC(); err != nil {
 			return err
 		}
 	}
-	mem, err := tapGuestMemory(m.ram)
+	mem, err := m.ram.virtioMemory()
 	if err != nil {
 		return err
 	}
@@ -37,12 +36,13 @@ func (m *Machine) addTAPNet(slot netSlot, nc NetConfig) error {
 		mtu = 0 // not worth offering
 	}
 	log := m.log.With("net", slot.index, "tap", dev.Name())
+	be := vhostnet.NewTAPBackend(dev)
 	nd, err := virtio.NewNet(virtio.NetDeviceConfig{
 		MAC:        mac,
 		MTU:        mtu,
 		QueuePairs: nc.QueuePairs,
-		Offloads:   tapOffloads(dev.SupportedOffloads()),
-		Backend:    tapNetBackend{dev},
+		Offloads:   be.Offloads(),
+		Backend:    be,
 		Logger:     log,
 	})
 	if err != nil {
@@ -93,68 +93,4 @@ func tapNetStatsLine(index int, dev *tap.Device, nd *virtio.Net) string {
 		"tx_kicks=%d rx_kicks=%d interrupts=%d ctrl_ok=%d ctrl_err=%d",
 		index, dev.Name(), len(s.Pairs), t.TXPackets, uint64(txPPS), t.RXPackets, uint64(rxPPS),
 		t.TXDropped, t.RXDropped, t.TXKicks, t.RXKicks, t.Interrupts, s.CtrlOK, s.CtrlErr)
-}
-
-// tapNetBackend adapts a TAP to virtio.NetBackend: pair i uses queue i.
-type tapNetBackend struct{ dev *tap.Device }
-
-func (b tapNetBackend) Pair(i int) virtio.PollablePacketIO { return b.dev.Queue(i) }
-
-func (b tapNetBackend) SetOffloads(o virtio.NetOffloads) error {
-	var t tap.Offload
-	if o&virtio.NetOffloadCsum != 0 {
-		t |= tap.OffloadCsum
-	}
-	if o&virtio.NetOffloadTSO4 != 0 {
-		t |= tap.OffloadTSO4
-	}
-	if o&virtio.NetOffloadTSO6 != 0 {
-		t |= tap.OffloadTSO6
-	}
-	return b.dev.SetOffload(t)
-}
-
-func (b tapNetBackend) EnablePair(i int, on bool) error {
-	if !b.dev.MultiQueue() {
-		return nil // one queue, always attached
-	}
-	return b.dev.Queue(i).SetAttached(on)
-}
-
-// tapOffloads maps what the TAP accepted to what the device offers.
-func tapOffloads(t tap.Offload) virtio.NetOffloads {
-	var o virtio.NetOffloads
-	if t&tap.OffloadCsum != 0 {
-		o |= virtio.NetOffloadCsum
-	}
-	if t&tap.OffloadTSO4 != 0 {
-		o |= virtio.NetOffloadTSO4
-	}
-	if t&tap.OffloadTSO6 != 0 {
-		o |= virtio.NetOffloadTSO6
-	}
-	return o
-}
-
-// tapGuestMemory describes guest RAM to the virtio layer.
-func tapGuestMemory(ram *GuestRAM) (*virtio.GuestMemory, error) {
-	var regions []virtio.Region
-	for _, r := range ram.Regions() {
-		regions = append(regions, virtio.Region{GPA: r.GPA, Mem: r.Mem})
-	}
-	mem, err := virtio.NewGuestMemory(regions...)
-	if err != nil {
-		return nil, fmt.Errorf("guest memory for virtio: %w", err)
-	}
-	return mem, nil
-}
-
-// tapRandomMAC returns a random locally administered unicast address.
-func tapRandomMAC() (net.HardwareAddr, error) {
-	mac := make(net.HardwareAddr, 6)
-	if _, err := rand.Read(mac); err != nil {
-		return nil, fmt.Errorf("random MAC: %w", err)
-	}
-	mac[0] = mac[0]&^1 | 2
-	return mac, nil
 }

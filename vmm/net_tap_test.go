@@ -1,8 +1,6 @@
 package vmm
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -11,8 +9,6 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/internal/testutil"
-	"github.com/govmm/govmm/tap"
-	"github.com/govmm/govmm/virtio"
 )
 
 // netdrvSummary matches netdrv's last line.
@@ -33,41 +29,16 @@ func parseNetdrv(out string) (pairs, sent, replies int, ok bool) {
 // runNetGuest creates the machine inside ns (where its TAPs are found or
 // created), calls during (if set) before running it, runs it until it
 // stops or timeout, and closes it.
-func runNetGuest(t *testing.T, ns *tapTestNS, cfg Config, timeout time.Duration, during func(m *Machine)) (Result, string, *Machine) {
+func runNetGuest(t *testing.T, ns *testutil.NetNS, cfg Config, timeout time.Duration, during func(m *Machine)) (Result, string, *Machine) {
 	t.Helper()
-	testutil.RequireKVM(t)
-	var out syncBuffer
-	cfg.Console = &out
-	if cfg.MemSize == 0 {
-		cfg.MemSize = 64 << 20
+	r := runGuestIn(t, ns, cfg, timeout, during)
+	if r.err != nil {
+		t.Fatalf("Run: %v\nconsole:\n%s", r.err, r.out)
 	}
-	if cfg.CPUs == 0 {
-		cfg.CPUs = 1
+	if r.closeErr != nil {
+		t.Errorf("Close: %v", r.closeErr)
 	}
-	var m *Machine
-	if err := ns.do(func() (err error) {
-		m, err = New(cfg)
-		return err
-	}); err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	defer m.Close()
-	if during != nil {
-		during(m)
-	}
-	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout, errors.New("test timeout"))
-	defer cancel()
-	res, err := m.Run(ctx)
-	if ctx.Err() != nil {
-		t.Fatalf("guest did not stop within %v; console:\n%s", timeout, out.String())
-	}
-	if err != nil {
-		t.Fatalf("Run: %v\nconsole:\n%s", err, out.String())
-	}
-	if err := m.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	return res, out.String(), m
+	return r.res, r.out, r.m
 }
 
 func netdrvConfig(t *testing.T, args string, nets ...NetConfig) Config {
@@ -98,8 +69,8 @@ func TestNetdrvOverTAP(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testutil.RequireKVM(t)
-			ns := newTapTestNS(t)
-			ns.withTAP(t, "tap0", "10.0.0.1/24")
+			ns := testutil.NewNetNS(t)
+			ns.AddTAP(t, "tap0", "10.0.0.1/24")
 			check := testutil.CheckFDLeaks(t)
 			cfg := netdrvConfig(t, fmt.Sprintf("netdrv.pings=%d %s", pings, tc.args),
 				NetConfig{Backend: NetTAP, TAP: "tap0", QueuePairs: tc.queues})
@@ -116,7 +87,7 @@ func TestNetdrvOverTAP(t *testing.T) {
 			t.Logf("%s", stats)
 			check()
 			// An existing TAP is left as it was.
-			if out, err := ns.tryIP("addr", "show", "tap0"); err != nil || !strings.Contains(out, "10.0.0.1/24") {
+			if out, err := ns.TryIP("addr", "show", "tap0"); err != nil || !strings.Contains(out, "10.0.0.1/24") {
 				t.Errorf("tap0 changed or disappeared: %v\n%s", err, out)
 			}
 		})
@@ -127,8 +98,8 @@ func TestNetdrvOverTAP(t *testing.T) {
 // the TAP intact and on the same pair.
 func TestNetdrvReflectOverTAP(t *testing.T) {
 	testutil.RequireKVM(t)
-	ns := newTapTestNS(t)
-	ns.withTAP(t, "tap0", "10.0.0.1/24")
+	ns := testutil.NewNetNS(t)
+	ns.AddTAP(t, "tap0", "10.0.0.1/24")
 	r := startReflector(t, ns, "tap0")
 	cfg := netdrvConfig(t, "netdrv.mode=reflect netdrv.pings=200", NetConfig{Backend: NetTAP, TAP: "tap0", QueuePairs: 1})
 	res, out, _ := runNetGuest(t, ns, cfg, 60*time.Second, nil)
@@ -144,22 +115,22 @@ func TestNetdrvReflectOverTAP(t *testing.T) {
 // and is removed when the machine closes.
 func TestNetTAPCreatedAndRemoved(t *testing.T) {
 	testutil.RequireKVM(t)
-	ns := newTapTestNS(t)
+	ns := testutil.NewNetNS(t)
 	check := testutil.CheckFDLeaks(t)
 	cfg := netdrvConfig(t, "netdrv.pings=5", NetConfig{Backend: NetTAP, TAP: "gvtap0", QueuePairs: 2})
 	res, out, _ := runNetGuest(t, ns, cfg, 60*time.Second, func(m *Machine) {
-		link := ns.ip(t, "-d", "link", "show", "gvtap0")
+		link := ns.IP(t, "-d", "link", "show", "gvtap0")
 		for _, want := range []string{"multi_queue", "vnet_hdr", "UP"} {
 			if !strings.Contains(link, want) {
 				t.Errorf("created TAP lacks %q:\n%s", want, link)
 			}
 		}
-		ns.ip(t, "addr", "add", "10.0.0.1/24", "dev", "gvtap0")
+		ns.IP(t, "addr", "add", "10.0.0.1/24", "dev", "gvtap0")
 	})
 	if pairs, sent, replies, ok := parseNetdrv(out); res.Code != 0 || !ok || pairs != 2 || sent != 10 || replies != 10 {
 		t.Errorf("exit %d, want 0 and pairs=2 sent=10 replies=10; console:\n%s", res.Code, out)
 	}
-	if link, err := ns.tryIP("link", "show", "gvtap0"); err == nil {
+	if link, err := ns.TryIP("link", "show", "gvtap0"); err == nil {
 		t.Errorf("the TAP govmm created survived Close:\n%s", link)
 	}
 	check()
@@ -169,9 +140,9 @@ func TestNetTAPCreatedAndRemoved(t *testing.T) {
 // TAP, and leave nothing behind.
 func TestNetTAPErrors(t *testing.T) {
 	testutil.RequireKVM(t)
-	ns := newTapTestNS(t)
-	ns.ip(t, "tuntap", "add", "tun0", "mode", "tun")
-	ns.ip(t, "tuntap", "add", "sq0", "mode", "tap")
+	ns := testutil.NewNetNS(t)
+	ns.IP(t, "tuntap", "add", "tun0", "mode", "tun")
+	ns.IP(t, "tuntap", "add", "sq0", "mode", "tap")
 	kernel := readKernel(t, "netdrv")
 	check := testutil.CheckFDLeaks(t)
 	for _, tc := range []struct {
@@ -182,7 +153,7 @@ func TestNetTAPErrors(t *testing.T) {
 		{NetConfig{Backend: NetTAP, TAP: "sq0", QueuePairs: 2}, "net0 (tap): open TAP sq0: it is a single-queue TAP"},
 		{NetConfig{Backend: NetTAP, TAP: "lo", QueuePairs: 1}, "not a TAP"},
 	} {
-		err := ns.do(func() error {
+		err := ns.Do(func() error {
 			m, err := New(Config{Kernel: kernel, KernelName: "netdrv", MemSize: 64 << 20, CPUs: 1, Net: []NetConfig{tc.nc}})
 			if err == nil {
 				m.Close()
@@ -194,34 +165,4 @@ func TestNetTAPErrors(t *testing.T) {
 		}
 	}
 	check()
-}
-
-// The device is offered what the TAP accepted, and the guest offloads it
-// negotiates go back to TUNSETOFFLOAD flags.
-func TestTAPOffloadMapping(t *testing.T) {
-	for _, tc := range []struct {
-		t tap.Offload
-		v virtio.NetOffloads
-	}{
-		{0, 0},
-		{tap.OffloadCsum, virtio.NetOffloadCsum},
-		{tap.OffloadCsum | tap.OffloadTSO4, virtio.NetOffloadCsum | virtio.NetOffloadTSO4},
-		{tap.OffloadCsum | tap.OffloadTSO4 | tap.OffloadTSO6, virtio.NetOffloadCsum | virtio.NetOffloadTSO4 | virtio.NetOffloadTSO6},
-		{tap.OffloadCsum | tap.OffloadUFO, virtio.NetOffloadCsum},
-	} {
-		if got := tapOffloads(tc.t); got != tc.v {
-			t.Errorf("tapOffloads(%#x) = %#x, want %#x", tc.t, got, tc.v)
-		}
-	}
-}
-
-func TestTAPRandomMAC(t *testing.T) {
-	a, err := tapRandomMAC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := tapRandomMAC()
-	if len(a) != 6 || a[0]&1 != 0 || a[0]&2 == 0 || a.String() == b.String() {
-		t.Errorf("MACs %v %v: want distinct locally administered unicast addresses", a, b)
-	}
 }

@@ -121,15 +121,13 @@ func (m *Machine) addVhostNet(slot netSlot, nc NetConfig) error {
 		return fmt.Errorf("interrupt: %w", err)
 	}
 	var shared []vhostnet.MemoryRegion
-	var regions []virtio.Region
 	for _, r := range m.ram.Regions() {
 		shared = append(shared, vhostnet.SharedRegion(r.GPA, r.Mem, m.ram.File(), r.Offset))
-		regions = append(regions, virtio.Region{GPA: r.GPA, Mem: r.Mem})
 	}
-	mem, err := virtio.NewGuestMemory(regions...)
+	mem, err := m.ram.virtioMemory()
 	if err != nil {
 		conn.Close()
-		return fmt.Errorf("guest memory for virtio: %w", err)
+		return err
 	}
 	d, err := vhostnet.NewNetDevice(vhostnet.NetConfig{
 		Connector:      conn,

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -173,8 +172,7 @@ type guestVM struct {
 	t       *testing.T
 	sys     *kvm.System
 	vm      *kvm.VM
-	ram     []byte
-	ramFile *os.File
+	ram     *vt.SharedMemory
 	space   *kvm.IoEventSpace
 	att     *vhostnet.Attacher
 	call    *kvm.EventFD
@@ -206,26 +204,13 @@ func newGuestVM(t *testing.T, sock string, pairs int) *guestVM {
 	if g.vm, err = g.sys.CreateVM(); err != nil {
 		t.Fatal(err)
 	}
-	const size = 16 << 20
-	fd, err := unix.MemfdCreate("test-guest-ram", unix.MFD_CLOEXEC)
-	if err != nil {
+	if g.ram, err = vt.NewSharedMemory("test-guest-ram", 0, 16<<20); err != nil {
 		t.Fatal(err)
 	}
-	g.ramFile = os.NewFile(uintptr(fd), "test-guest-ram")
-	if err := g.ramFile.Truncate(size); err != nil {
+	if err := g.vm.SetUserMemoryRegion(0, 0, g.ram.Buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	if g.ram, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.vm.SetUserMemoryRegion(0, 0, g.ram, 0); err != nil {
-		t.Fatal(err)
-	}
-	gm, err := virtio.NewGuestMemory(virtio.Region{GPA: 0, Mem: g.ram})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.mem = &vt.Memory{Guest: gm, Base: 0, Buf: g.ram}
+	g.mem = g.ram.Memory
 	g.space = kvm.NewIoEventSpace(g.vm)
 	if g.att, err = vhostnet.NewAttacher(vhostnet.AttacherConfig{IoEvents: g.space}); err != nil {
 		t.Fatal(err)
@@ -237,12 +222,12 @@ func newGuestVM(t *testing.T, sock string, pairs int) *guestVM {
 	g.dev, err = vhostnet.NewNetDevice(vhostnet.NetConfig{
 		Connector: &vhostnet.UserClient{Path: sock, Opts: vhostuser.Options{Timeout: 2 * time.Second}},
 		Attacher:  g.att, MAC: mac, QueuePairs: pairs, QueueSize: 64,
-		Memory: []vhostnet.MemoryRegion{vhostnet.SharedRegion(0, g.ram, g.ramFile, 0)}, Call: g.call,
+		Memory: []vhostnet.MemoryRegion{vhostnet.SharedRegion(0, g.ram.Buf, g.ram.File, 0)}, Call: g.call,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.tr, err = virtio.NewMMIOTransport(g.dev, virtio.MMIOConfig{Base: guestMMIO, Mem: gm, IoEvents: g.space, ExternalNotifiers: true, UsedBufferAlways: true}); err != nil {
+	if g.tr, err = virtio.NewMMIOTransport(g.dev, virtio.MMIOConfig{Base: guestMMIO, Mem: g.mem.Guest, IoEvents: g.space, ExternalNotifiers: true, UsedBufferAlways: true}); err != nil {
 		t.Fatal(err)
 	}
 	for range 2*pairs + 1 {
@@ -281,10 +266,7 @@ func (g *guestVM) close() {
 		g.sys.Close()
 	}
 	if g.ram != nil {
-		unix.Munmap(g.ram)
-	}
-	if g.ramFile != nil {
-		g.ramFile.Close()
+		g.ram.Close()
 	}
 }
 
@@ -524,7 +506,7 @@ func TestVhostUserBackendKilled(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	waitUntil(t, "the device to stop", func() bool { return !g.dev.Connected() && !g.dev.Attached() })
+	testutil.WaitFor(t, 15*time.Second, "the device to stop", func() bool { return !g.dev.Connected() && !g.dev.Attached() })
 	if n := g.space.Len(); n != 0 {
 		t.Errorf("%d notifiers registered while the backend is dead", n)
 	}
@@ -536,7 +518,7 @@ func TestVhostUserBackendKilled(t *testing.T) {
 	}
 
 	startBackend(t, ns, sock, "tap0", 2)
-	waitUntil(t, "the device to restart", func() bool { return g.dev.Attached() })
+	testutil.WaitFor(t, 15*time.Second, "the device to restart", func() bool { return g.dev.Attached() })
 	if s := vt.ReadReg(g.tr, vt.RegStatus); s&virtio.StatusNeedsReset != 0 || s&virtio.StatusDriverOK == 0 {
 		t.Fatalf("status %#x after the restart", s)
 	}
@@ -623,17 +605,6 @@ func TestVhostUserResetLoop(t *testing.T) {
 		t.Errorf("device stats %+v", st)
 	}
 	g.close()
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestVhostUserNetBadInput: the backend command refuses bad flags with a

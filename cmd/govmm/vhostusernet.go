@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/tap"
+	"github.com/govmm/govmm/vhostnet"
 	"github.com/govmm/govmm/vhostnet/vunet"
 	"github.com/govmm/govmm/virtio"
 )
@@ -54,10 +55,11 @@ func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer dev.Close()
+	be := vhostnet.NewTAPBackend(dev)
 	srv, err := vunet.New(vunet.Config{
-		Backend:    tapBackend{dev},
+		Backend:    be,
 		QueuePairs: *queues,
-		Offloads:   netOffloads(dev.SupportedOffloads()),
+		Offloads:   be.Offloads(),
 		Logger:     log,
 	})
 	if err != nil {
@@ -101,45 +103,4 @@ func listenReplacingStale(path string) (*net.UnixListener, error) {
 	}
 	ln.SetUnlinkOnClose(true)
 	return ln, nil
-}
-
-// tapBackend adapts a TAP to virtio.NetBackend: pair i uses queue i.
-type tapBackend struct{ dev *tap.Device }
-
-func (b tapBackend) Pair(i int) virtio.PollablePacketIO { return b.dev.Queue(i) }
-
-func (b tapBackend) SetOffloads(o virtio.NetOffloads) error {
-	var t tap.Offload
-	if o&virtio.NetOffloadCsum != 0 {
-		t |= tap.OffloadCsum
-	}
-	if o&virtio.NetOffloadTSO4 != 0 {
-		t |= tap.OffloadTSO4
-	}
-	if o&virtio.NetOffloadTSO6 != 0 {
-		t |= tap.OffloadTSO6
-	}
-	return b.dev.SetOffload(t)
-}
-
-func (b tapBackend) EnablePair(i int, on bool) error {
-	if !b.dev.MultiQueue() {
-		return nil
-	}
-	return b.dev.Queue(i).SetAttached(on)
-}
-
-// netOffloads maps what the TAP accepts to what the backend offers.
-func netOffloads(t tap.Offload) virtio.NetOffloads {
-	var o virtio.NetOffloads
-	if t&tap.OffloadCsum != 0 {
-		o |= virtio.NetOffloadCsum
-		if t&tap.OffloadTSO4 != 0 {
-			o |= virtio.NetOffloadTSO4
-		}
-		if t&tap.OffloadTSO6 != 0 {
-			o |= virtio.NetOffloadTSO6
-		}
-	}
-	return o
 }

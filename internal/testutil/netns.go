@@ -3,17 +3,24 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // NetNS is a network namespace a test created (with `ip netns add`); it is
 // deleted when the test ends. Tests send traffic only inside namespaces
-// like this one.
+// like this one: interfaces are set up inside it with IP (ip -n NAME ...),
+// programs run inside it through Command, and Go code that must run inside
+// it (opening a TAP, test sockets) runs on a locked thread switched into
+// it (Do).
 type NetNS struct {
 	Name string
 }
@@ -41,11 +48,54 @@ func NewNetNS(t testing.TB) *NetNS {
 // IP runs `ip -n NS args...` and fails the test on error.
 func (ns *NetNS) IP(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+	out, err := ns.TryIP(args...)
 	if err != nil {
 		t.Fatalf("ip -n %s %s: %v\n%s", ns.Name, strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
+}
+
+// TryIP runs `ip -n NS args...` and returns its combined output and error,
+// for tests that expect it may fail (a link that should be gone).
+func (ns *NetNS) TryIP(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Do runs fn on an OS thread switched into the namespace and back, and
+// returns fn's error (or the error of switching). Threads the runtime
+// starts meanwhile do not inherit the namespace (a locked thread never
+// spawns them), and if switching back fails the thread dies with its
+// goroutine instead of returning to the pool.
+func (ns *NetNS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		target, err := unix.Open("/run/netns/"+ns.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open namespace %s: %w", ns.Name, err)
+			return
+		}
+		defer unix.Close(target)
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open own namespace: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns back: %v (after %v)", err, ferr)
+			return // the thread stays locked and exits with the goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }
 
 // Command returns a command that runs inside the namespace.

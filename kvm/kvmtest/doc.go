@@ -9,4 +9,8 @@
 // ENOENT for the deassign of an unknown (space, address, length, datamatch,
 // eventfd) registration. It can fail any chosen call with any error, to
 // drive rollbacks, and has a counting mode without checks for benchmarks.
+//
+// Beside the fake, two helpers for tests that use the real kernel: NewVM
+// (a bare VM to check the same rules against) and NewEventFD, both
+// released when the test ends.
 package kvmtest

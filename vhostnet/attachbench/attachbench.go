@@ -138,8 +138,7 @@ type rig struct {
 	opts    Options
 	sys     *kvm.System
 	vm      *kvm.VM
-	ram     []byte
-	ramFile *os.File
+	ram     *vt.SharedMemory
 	space   *kvm.IoEventSpace
 	att     *vhostnet.Attacher
 	calls   []*kvm.EventFD
@@ -312,26 +311,14 @@ func (r *rig) setup() error {
 	// Guest RAM: a memfd (the backends map it), room for every ring.
 	queues := o.Devices * (2*o.Pairs + 1)
 	size := (queues*(16*int(o.QueueSize)+2*(6+8*int(o.QueueSize))+64) + 1<<20 + 0xfffff) &^ 0xfffff
-	fd, err := unix.MemfdCreate("bench-attach-ram", unix.MFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("memfd: %w", err)
-	}
-	r.ramFile = os.NewFile(uintptr(fd), "bench-attach-ram")
-	if err := r.ramFile.Truncate(int64(size)); err != nil {
+	if r.ram, err = vt.NewSharedMemory("bench-attach-ram", ramGPA, size); err != nil {
 		return err
 	}
-	if r.ram, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-		return fmt.Errorf("mmap guest RAM: %w", err)
-	}
-	if err := r.vm.SetUserMemoryRegion(0, ramGPA, r.ram, 0); err != nil {
+	if err := r.vm.SetUserMemoryRegion(0, ramGPA, r.ram.Buf, 0); err != nil {
 		return err
 	}
-	gm, err := virtio.NewGuestMemory(virtio.Region{GPA: ramGPA, Mem: r.ram})
-	if err != nil {
-		return err
-	}
-	mem := &vt.Memory{Guest: gm, Base: ramGPA, Buf: r.ram}
-	shared := []vhostnet.MemoryRegion{vhostnet.SharedRegion(ramGPA, r.ram, r.ramFile, 0)}
+	mem, gm := r.ram.Memory, r.ram.Guest
+	shared := []vhostnet.MemoryRegion{vhostnet.SharedRegion(ramGPA, r.ram.Buf, r.ram.File, 0)}
 
 	// Backends.
 	r.dir = o.Dir
@@ -457,10 +444,7 @@ func (r *rig) close() error {
 		errs = append(errs, r.sys.Close())
 	}
 	if r.ram != nil {
-		errs = append(errs, unix.Munmap(r.ram))
-	}
-	if r.ramFile != nil {
-		r.ramFile.Close()
+		errs = append(errs, r.ram.Close())
 	}
 	if r.tmp {
 		os.RemoveAll(r.dir)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/kvm/kvmtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,7 +74,7 @@ func TestRoundTripEveryRequest(t *testing.T) {
 			addr := VringAddr{Index: 1, Desc: 0x7000_0000, Avail: 0x7000_0800, Used: 0x7000_2000}
 			mustOK("SetVringAddr", fe.SetVringAddr(addr))
 
-			kick, call, errfd := newEventFD(t), newEventFD(t), newEventFD(t)
+			kick, call, errfd := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 			mustOK("SetVringKick", fe.SetVringKick(1, kick))
 			mustOK("SetVringCall", fe.SetVringCall(1, call))
 			mustOK("SetVringErr", fe.SetVringErr(1, errfd))
@@ -134,16 +135,6 @@ func TestRoundTripEveryRequest(t *testing.T) {
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
 
-func newEventFD(t *testing.T) *kvm.EventFD {
-	t.Helper()
-	e, err := kvm.NewEventFD()
-	if err != nil {
-		t.Fatalf("eventfd: %v", err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
-}
-
 // TestSharedMemoryAndEventFDs checks the data-path plumbing for real: the
 // back-end maps the memfds it received and reads/writes guest memory the
 // front-end sees, and eventfds signal across the two processes' views.
@@ -196,7 +187,7 @@ func TestSharedMemoryAndEventFDs(t *testing.T) {
 	}
 	v.Release()
 
-	kick, call := newEventFD(t), newEventFD(t)
+	kick, call := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 	if err := fe.SetVringKick(0, kick); err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +252,7 @@ func TestReplyAck(t *testing.T) {
 	}
 	// A kick fd refused by the device is closed by it, not leaked.
 	dev.setFail("SetVringKick", errors.New("no"))
-	if err := fe.SetVringKick(0, newEventFD(t)); !errors.As(err, &be) {
+	if err := fe.SetVringKick(0, kvmtest.NewEventFD(t)); !errors.As(err, &be) {
 		t.Fatalf("SetVringKick err = %v, want BackendError", err)
 	}
 	// Gating on the back-end: STATUS was not negotiated. Send it raw-ish

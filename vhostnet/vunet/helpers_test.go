@@ -130,38 +130,20 @@ func (f *fakeNet) isEnabled(i int) bool {
 }
 
 // guestRAM is memfd-backed test guest memory, shareable with a backend.
-type guestRAM struct {
-	file *os.File
-	mem  *vt.Memory
-}
+type guestRAM struct{ *vt.SharedMemory }
 
 func newGuestRAM(t *testing.T, base uint64, size int) *guestRAM {
 	t.Helper()
-	fd, err := unix.MemfdCreate("test-guest", unix.MFD_CLOEXEC)
+	m, err := vt.NewSharedMemory("test-guest", base, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fd), "test-guest")
-	if err := f.Truncate(int64(size)); err != nil {
-		t.Fatal(err)
-	}
-	buf, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gm, err := virtio.NewGuestMemory(virtio.Region{GPA: base, Mem: buf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		unix.Munmap(buf)
-		f.Close()
-	})
-	return &guestRAM{file: f, mem: &vt.Memory{Guest: gm, Base: base, Buf: buf}}
+	t.Cleanup(func() { m.Close() })
+	return &guestRAM{m}
 }
 
 func (g *guestRAM) shared() []vhostnet.MemoryRegion {
-	return []vhostnet.MemoryRegion{vhostnet.SharedRegion(g.mem.Base, g.mem.Buf, g.file, 0)}
+	return []vhostnet.MemoryRegion{vhostnet.SharedRegion(g.Base, g.Buf, g.File, 0)}
 }
 
 // vm is a VMM side: one vhost-user virtio-net device over the fake
@@ -206,7 +188,7 @@ func newVMWith(t *testing.T, conn vhostnet.Connector, pairs int) *vm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.tr, err = virtio.NewMMIOTransport(v.dev, virtio.MMIOConfig{Base: mmioBase, Mem: v.ram.mem.Guest, IoEvents: v.space, ExternalNotifiers: true, UsedBufferAlways: true})
+	v.tr, err = virtio.NewMMIOTransport(v.dev, virtio.MMIOConfig{Base: mmioBase, Mem: v.ram.Guest, IoEvents: v.space, ExternalNotifiers: true, UsedBufferAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +212,7 @@ func (v *vm) start(features uint64) {
 	v.t.Helper()
 	if v.drivers == nil {
 		for range 2*v.dev.QueuePairs() + 1 {
-			d, err := vt.NewDriver(v.ram.mem, 64)
+			d, err := vt.NewDriver(v.ram.Memory, 64)
 			if err != nil {
 				v.t.Fatal(err)
 			}

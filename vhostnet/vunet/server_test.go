@@ -81,7 +81,7 @@ func TestSessionDataPath(t *testing.T) {
 	if ack := v.ctrl([]byte{4, 0, 2, 0}); ack != 0 {
 		t.Fatalf("VQ_PAIRS_SET ack %d", ack)
 	}
-	waitFor(t, "pair 1 attached", func() bool { return fn.isEnabled(1) })
+	testutil.WaitFor(t, 5*time.Second, "pair 1 attached", func() bool { return fn.isEnabled(1) })
 	exchange(t, v, fn, 1, "pair1")
 	exchange(t, v, fn, 0, "pair0 again")
 	st := srv.Stats()
@@ -90,7 +90,7 @@ func TestSessionDataPath(t *testing.T) {
 	}
 	// The guest resets the device: the backend stops every pair.
 	vt.WriteReg(v.tr, vt.RegStatus, 0)
-	waitFor(t, "pair 1 detached", func() bool { return !fn.isEnabled(1) })
+	testutil.WaitFor(t, 5*time.Second, "pair 1 detached", func() bool { return !fn.isEnabled(1) })
 	v.close()
 	stop()
 }
@@ -118,7 +118,7 @@ func TestGarbageFrontend(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitFor(t, "sessions to end", func() bool { return srv.Stats().Sessions == 3 })
+	testutil.WaitFor(t, 5*time.Second, "sessions to end", func() bool { return srv.Stats().Sessions == 3 })
 	v := newVM(t, sock, 1)
 	v.start(netFeatures & v.dev.Features())
 	exchange(t, v, fn, 0, "after garbage")
@@ -140,7 +140,7 @@ func TestBackendRestart(t *testing.T) {
 	if ack := v.ctrl([]byte{4, 0, 2, 0}); ack != 0 {
 		t.Fatalf("ack %d", ack)
 	}
-	waitFor(t, "pair 1", func() bool { return fn.isEnabled(1) })
+	testutil.WaitFor(t, 5*time.Second, "pair 1", func() bool { return fn.isEnabled(1) })
 	for i := range 3 {
 		exchange(t, v, fn, i%2, fmt.Sprint("before ", i))
 	}
@@ -152,12 +152,12 @@ func TestBackendRestart(t *testing.T) {
 	rx.Publish()
 	v.kick(0)
 	stop()
-	waitFor(t, "device to notice", func() bool { return !v.dev.Connected() })
+	testutil.WaitFor(t, 5*time.Second, "device to notice", func() bool { return !v.dev.Connected() })
 	if n := v.kern.Len(); n != 0 {
 		t.Errorf("%d notifiers registered while the backend is away", n)
 	}
 	_, _, stop2 := serveAt(t, sock, fn, 2)
-	waitFor(t, "device to restart", func() bool { return v.dev.Attached() })
+	testutil.WaitFor(t, 5*time.Second, "device to restart", func() bool { return v.dev.Attached() })
 	if s := vt.ReadReg(v.tr, vt.RegStatus); s&virtio.StatusNeedsReset != 0 {
 		t.Fatalf("status %#x", s)
 	}
@@ -175,17 +175,6 @@ func TestBackendRestart(t *testing.T) {
 	}
 	v.close()
 	stop2()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // TestFrontendServerMode: govmm listens (--net vhost-user=SOCK,server)
@@ -230,9 +219,9 @@ func TestFrontendServerMode(t *testing.T) {
 	exchange(t, v, fn, 0, "server mode")
 	cancel1()
 	<-done1
-	waitFor(t, "disconnect", func() bool { return !v.dev.Connected() })
+	testutil.WaitFor(t, 5*time.Second, "disconnect", func() bool { return !v.dev.Connected() })
 	cancel2, done2 := dial()
-	waitFor(t, "restart", func() bool { return v.dev.Attached() })
+	testutil.WaitFor(t, 5*time.Second, "restart", func() bool { return v.dev.Attached() })
 	exchange(t, v, fn, 0, "server mode again")
 	v.close()
 	cancel2()

@@ -116,17 +116,7 @@ func (h *session) SetFeatures(f uint64) error {
 	if f&virtio.FeatureVersion1 == 0 {
 		return errors.New("VIRTIO_F_VERSION_1 is required")
 	}
-	var o virtio.NetOffloads
-	if f&virtio.NetFGuestCsum != 0 {
-		o |= virtio.NetOffloadCsum
-		if f&virtio.NetFGuestTSO4 != 0 {
-			o |= virtio.NetOffloadTSO4
-		}
-		if f&virtio.NetFGuestTSO6 != 0 {
-			o |= virtio.NetOffloadTSO6
-		}
-	}
-	if err := h.s.cfg.Backend.SetOffloads(o); err != nil {
+	if err := h.s.cfg.Backend.SetOffloads(virtio.NetGuestOffloads(f)); err != nil {
 		return fmt.Errorf("set offloads: %w", err)
 	}
 	h.features, h.haveFeat = f, true

@@ -3,7 +3,9 @@
 // that backs a virtio.GuestMemory, adds descriptor chains (direct or
 // indirect, well-formed or hostile), publishes them, reads the used ring,
 // and sets the driver's suppression fields. It also drives a virtio-mmio
-// register window through device initialisation (InitMMIO).
+// register window through device initialisation (InitMMIO). Its guest
+// memory lives on the Go heap (NewMemory) or, for a backend that maps it
+// or a real VM, in a memfd (NewSharedMemory).
 //
 // Nothing here is safe for concurrent use; it is meant to run in the same
 // goroutine as the device code under test, or with explicit handoffs.
