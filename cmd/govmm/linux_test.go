@@ -70,14 +70,15 @@ var passedCmdline = regexp.MustCompile(`msg="machine ready".* cmdline="([^"]*)"`
 func TestLinuxToInitWithDHCP(t *testing.T) {
 	testutil.RequireKVM(t)
 	vmlinux, bzImage := testutil.LinuxKernel(t)
-	initrd := testutil.LinuxInitramfs(t)
 	for _, k := range []struct{ name, path string }{{"vmlinux", vmlinux}, {"bzImage", bzImage}} {
 		t.Run(k.name, func(t *testing.T) {
 			ns := testutil.NewNetNS(t)
 			ns.AddTAP(t, "tap0", "10.0.0.1/24")
 			ns.StartDHCP(t, "tap0", "10.0.0.2")
 			const cmdline = "console=ttyS0 ip=dhcp panic=-1 reboot=t"
-			console, logs, code := bootLinux(t, ns, "--kernel", k.path, "--initrd", initrd, "--memory", "256M",
+			// Exactly the command a user runs: the kernel carries its
+			// initramfs, so no --initrd.
+			console, logs, code := bootLinux(t, ns, "--kernel", k.path, "--memory", "256M",
 				"--net", "tap=tap0", "--cmdline", cmdline)
 			m := passedCmdline.FindStringSubmatch(logs)
 			if m == nil {
@@ -122,6 +123,7 @@ func TestLinuxSMP(t *testing.T) {
 	for _, want := range []string{
 		"smpboot: Allowing 2 CPUs",
 		"smp: Brought up 1 node, 2 CPUs",
+		"Freeing initrd memory:", // the --initrd was loaded and unpacked
 		"Run /init as init process",
 	} {
 		if !strings.Contains(console, want) {
@@ -149,7 +151,7 @@ func TestLinuxUserSpace(t *testing.T) {
 	ns := testutil.NewNetNS(t)
 	ns.AddTAP(t, "tap0", "10.0.0.1/24")
 	ns.StartDHCP(t, "tap0", "10.0.0.2")
-	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--initrd", testutil.LinuxInitramfs(t),
+	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux,
 		"--memory", "256M", "--cpus", "2", "--net", "tap=tap0", "--cmdline", "console=ttyS0 ip=dhcp panic=-1 reboot=t")
 	for _, want := range []string{"initramfs: ping 10.0.0.1 ok", "initramfs: cpus=2"} {
 		if !strings.Contains(console, want) {
@@ -171,7 +173,6 @@ func TestLinuxUserSpace(t *testing.T) {
 func TestLinuxDHCPOverVhostUser(t *testing.T) {
 	testutil.RequireKVM(t)
 	vmlinux, _ := testutil.LinuxKernel(t)
-	initrd := testutil.LinuxInitramfs(t)
 	ns := testutil.NewNetNS(t)
 	ns.AddTAP(t, "tap0", "10.0.0.1/24")
 	ns.StartDHCP(t, "tap0", "10.0.0.2")
@@ -190,7 +191,7 @@ func TestLinuxDHCPOverVhostUser(t *testing.T) {
 		}
 	})
 	const cmdline = "console=ttyS0 ip=dhcp panic=-1 reboot=t"
-	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--initrd", initrd, "--memory", "256M",
+	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--memory", "256M",
 		"--net", "vhost-user="+sock+",queues=2", "--stats", "--cmdline", cmdline)
 	for _, want := range []string{
 		"IP-Config: Got DHCP answer from 10.0.0.1, my address is 10.0.0.2",

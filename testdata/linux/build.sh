@@ -11,6 +11,8 @@
 #                        (default: ${XDG_CACHE_HOME:-$HOME/.cache}/govmm)
 #   GOVMM_LINUX_TARBALL  Linux source tarball to use instead of the one
 #                        installed by Debian's linux-source-6.1 package
+#   GOVMM_LINUX_INITRAMFS an uncompressed cpio to build into the kernel
+#                        (CONFIG_INITRAMFS_SOURCE); part of the cache key
 #
 # Results: out/bzImage and out/vmlinux, symlinks into the cache.
 set -eu
@@ -74,7 +76,11 @@ else
 fi
 [ -f "$tarball" ] || die "source tarball not found: ${tarball:-none in package $pkg}"
 
-hash=$(cat "$fragment" "$here/build.sh" | sha256sum | cut -c1-12)
+initramfs=${GOVMM_LINUX_INITRAMFS:-}
+if [ -n "$initramfs" ]; then
+	[ -f "$initramfs" ] || die "initramfs not found: $initramfs"
+fi
+hash=$(cat "$fragment" "$here/build.sh" ${initramfs:+"$initramfs"} | sha256sum | cut -c1-12)
 if [ -z "${GOVMM_LINUX_CACHE:-}${XDG_CACHE_HOME:-}${HOME:-}" ]; then
 	die "no cache directory: set GOVMM_LINUX_CACHE"
 fi
@@ -158,6 +164,17 @@ while IFS= read -r line; do
 	esac
 done <"$fragment"
 [ "$bad" = 0 ] || die "config fragment not applied (dependencies missing?)"
+
+if [ -n "$initramfs" ]; then
+	# A private copy: the cache key covers its contents, and the kernel
+	# build reads it by path.
+	cp "$initramfs" "$cache/initramfs.cpio"
+	say "built-in initramfs: $(basename "$initramfs")"
+	run scripts/config --set-str INITRAMFS_SOURCE "$cache/initramfs.cpio"
+	run make olddefconfig
+	grep -qxF "CONFIG_INITRAMFS_SOURCE=\"$cache/initramfs.cpio\"" .config || die "CONFIG_INITRAMFS_SOURCE not set"
+	grep -qxF "CONFIG_INITRAMFS_COMPRESSION_NONE=y" .config || die "built-in initramfs would be compressed"
+fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 say "compiling bzImage and vmlinux with -j$jobs (log: $log)"
