@@ -32,13 +32,21 @@ func NewEventFD() (*EventFD, error) {
 
 // EventFDFromFile adopts an eventfd received from elsewhere (for example
 // over SCM_RIGHTS). The caller must not use f afterwards.
+//
+// The copy is made non-blocking whatever the sender chose: a peer that
+// hands over a blocking eventfd with its counter near the maximum could
+// otherwise park a worker in write(2) forever, and with it every Stop
+// that waits for that worker.
 func EventFDFromFile(f *os.File) (*EventFD, error) {
-	fd, err := unix.Dup(int(f.Fd()))
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("dup eventfd: %w", err)
 	}
-	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("make eventfd non-blocking: %w", err)
+	}
 	return &EventFD{fd: fd}, nil
 }
 
@@ -58,7 +66,8 @@ func (e *EventFD) Fd() int {
 }
 
 // Signal adds 1 to the counter, waking any reader (and, for an irqfd,
-// injecting the interrupt).
+// injecting the interrupt). A counter already at its maximum (EAGAIN)
+// means a notification is pending anyway, so that is not an error.
 func (e *EventFD) Signal() error {
 	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], 1)
@@ -71,6 +80,9 @@ func (e *EventFD) Signal() error {
 		_, err := unix.Write(e.fd, b[:])
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.EAGAIN {
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("eventfd write: %w", err)

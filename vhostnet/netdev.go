@@ -151,6 +151,13 @@ var (
 // (it must offer VERSION_1), plus MAC, STATUS, CTRL_VQ and, with more than
 // one pair, MQ.
 func NewNetDevice(cfg NetConfig) (*NetDevice, error) {
+	return NewNetDeviceContext(context.Background(), cfg)
+}
+
+// NewNetDeviceContext is NewNetDevice whose first connection to the
+// backend also ends when ctx does (a user's ^C while govmm waits for a
+// backend to connect).
+func NewNetDeviceContext(ctx context.Context, cfg NetConfig) (*NetDevice, error) {
 	if cfg.Connector == nil || cfg.Attacher == nil {
 		return nil, errors.New("vhost net device: needs a connector and an attacher")
 	}
@@ -193,7 +200,7 @@ func NewNetDevice(cfg NetConfig) (*NetDevice, error) {
 	}
 	d.log = d.log.With("backend", d.conn.String())
 
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	b, err := d.connectFirst(ctx)
 	cancel()
 	if err != nil {

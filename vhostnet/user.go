@@ -291,9 +291,9 @@ type UserServer struct {
 
 // ListenUser creates the socket at path.
 func ListenUser(path string, opts vhostuser.Options) (*UserServer, error) {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := vhostuser.ListenUnix(path)
 	if err != nil {
-		return nil, fmt.Errorf("vhost-user: listen on %s: %w", path, err)
+		return nil, err
 	}
 	return &UserServer{path: path, opts: opts, ln: ln}, nil
 }

@@ -84,7 +84,11 @@ func (i irqfd) Trigger() error { return i.ev.Signal() }
 // New builds a machine from cfg: it validates cfg, opens KVM, allocates
 // guest memory, loads the kernel and creates the vCPUs and devices. On
 // error everything acquired so far is released.
-func New(cfg Config) (_ *Machine, err error) {
+func New(cfg Config) (*Machine, error) { return NewContext(context.Background(), cfg) }
+
+// NewContext is New whose waits (for a vhost-user backend to connect)
+// end when ctx does.
+func NewContext(ctx context.Context, cfg Config) (_ *Machine, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -160,7 +164,7 @@ func New(cfg Config) (_ *Machine, err error) {
 	if err := m.setupDevices(console); err != nil {
 		return nil, err
 	}
-	if err := m.setupNet(); err != nil {
+	if err := m.setupNet(ctx); err != nil {
 		return nil, err
 	}
 

@@ -28,7 +28,7 @@ type RAMRegion struct {
 }
 
 func newGuestRAM(size uint64) (*GuestRAM, error) {
-	fd, err := unix.MemfdCreate("govmm-guest-ram", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("govmm-guest-ram", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create guest RAM: %w", err)
 	}
@@ -36,6 +36,13 @@ func newGuestRAM(size uint64) (*GuestRAM, error) {
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("size guest RAM to %d bytes: %w", size, err)
+	}
+	// Guest RAM is shared with vhost-user backends. Sealing its size means
+	// no peer can truncate it under us: a shrunk memfd would turn every
+	// touch of guest memory (vCPUs, devices) into SIGBUS.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal guest RAM: %w", err)
 	}
 	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
 	if err != nil {

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/govmm/govmm/boot"
@@ -10,7 +11,7 @@ import (
 // slot each, and describes every slot to the guest on its command line
 // (virtio_mmio.device=4K@ADDR:IRQ, which Linux's
 // VIRTIO_MMIO_CMDLINE_DEVICES and the tiny kernels both parse).
-func (m *Machine) setupNet() error {
+func (m *Machine) setupNet(ctx context.Context) error {
 	for i, nc := range m.cfg.Net {
 		slot := netSlot{index: i, addr: boot.VirtioMMIOAddr(i), irq: boot.VirtioIRQ(i)}
 		var err error
@@ -18,7 +19,7 @@ func (m *Machine) setupNet() error {
 		case NetTAP:
 			err = m.addTAPNet(slot, nc)
 		case NetVhostNet, NetVhostUser:
-			err = m.addVhostNet(slot, nc)
+			err = m.addVhostNet(ctx, slot, nc)
 		default:
 			err = fmt.Errorf("unknown backend %v", nc.Backend)
 		}

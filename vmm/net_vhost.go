@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -72,7 +73,7 @@ func (g *vhostGroup) close() error {
 // the control queue; the queue notifiers are registered by the attach
 // path at DRIVER_OK (all queues in one commit), and the backend signals
 // used buffers straight into the device's irqfd.
-func (m *Machine) addVhostNet(slot netSlot, nc NetConfig) error {
+func (m *Machine) addVhostNet(ctx context.Context, slot netSlot, nc NetConfig) error {
 	g, err := m.vhostGroupFor()
 	if err != nil {
 		return err
@@ -129,7 +130,7 @@ func (m *Machine) addVhostNet(slot netSlot, nc NetConfig) error {
 		conn.Close()
 		return err
 	}
-	d, err := vhostnet.NewNetDevice(vhostnet.NetConfig{
+	d, err := vhostnet.NewNetDeviceContext(ctx, vhostnet.NetConfig{
 		Connector:      conn,
 		Attacher:       g.att,
 		MAC:            nc.MAC,

@@ -77,14 +77,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("%v", err)
 	}
 
-	m, err := vmm.New(cfg)
+	// Signals stop the machine cleanly from here on, including while it
+	// is being built (waiting for a vhost-user backend to connect).
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	m, err := vmm.NewContext(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return &exitError{code: 130, err: fmt.Errorf("interrupted while starting: %w", err)}
+		}
 		return err
 	}
 	defer m.Close()
-
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
 	res, err := m.Run(ctx)
 	// Close before printing the statistics: closing stops the devices
 	// (vhost devices detach then), which the statistics cover.

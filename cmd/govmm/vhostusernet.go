@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/govmm/govmm/tap"
 	"github.com/govmm/govmm/vhostnet"
+	"github.com/govmm/govmm/vhostnet/vhostuser"
 	"github.com/govmm/govmm/vhostnet/vunet"
 	"github.com/govmm/govmm/virtio"
 )
@@ -65,7 +64,7 @@ func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenReplacingStale(*sock)
+	ln, err := vhostuser.ListenUnix(*sock)
 	if err != nil {
 		return err
 	}
@@ -82,25 +81,4 @@ func cmdVhostUserNet(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
-}
-
-// listenReplacingStale listens on path, first removing a socket file
-// nobody listens on any more (left by a backend that was killed).
-func listenReplacingStale(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		c, derr := net.DialTimeout("unix", path, time.Second)
-		if derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("vhost-user-net: %s: another backend is listening there", path)
-		}
-		if errors.Is(derr, syscall.ECONNREFUSED) {
-			os.Remove(path)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("vhost-user-net: listen: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	return ln, nil
 }

@@ -138,9 +138,9 @@ type Listener struct {
 // Listen creates a Unix socket at path for back-ends to connect to. The
 // socket file is removed on Close. An existing file at path is an error.
 func Listen(path string, opts Options) (*Listener, error) {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := ListenUnix(path)
 	if err != nil {
-		return nil, fmt.Errorf("vhost-user: listen %s: %w", path, err)
+		return nil, err
 	}
 	return &Listener{ln: ln, opts: opts}, nil
 }
