@@ -15,5 +15,9 @@
 // The package also holds the ioeventfd address space (IoEventSpace): the
 // transactional, sort-and-diff-once registry through which govmm installs
 // every KVM_IOEVENTFD, so that attaching many multi-queue devices costs one
-// diff rather than one per queue.
+// diff rather than one per queue. Its transactions (IoEventTxn) are owned
+// and serialised, one open at a time: govmm has no big lock, so virtio
+// transports and the vhost attacher use the space from independent
+// goroutines, and a shared transaction would let one caller's commit
+// (or failure) decide the fate of another's changes.
 package kvm

@@ -25,8 +25,9 @@ var (
 	// ErrUnknownIoEvent: Remove or RemoveAndClose of an ID that is not (or
 	// no longer) in the space.
 	ErrUnknownIoEvent = errors.New("unknown ioeventfd id")
-	// ErrUnbalancedCommit: Commit without a matching Begin.
-	ErrUnbalancedCommit = errors.New("ioeventfd commit without begin")
+	// ErrTxnDone: a call on an IoEventTxn whose outermost Commit (or
+	// Abort) has already ended it.
+	ErrTxnDone = errors.New("ioeventfd transaction already ended")
 	// ErrSpacePoisoned: a failed commit could not be rolled back, so the
 	// kernel's registrations are no longer known. Every later commit fails
 	// with this error; the VM should be torn down.
@@ -73,11 +74,21 @@ type IoEventStats struct {
 // queue, and so that a failure half-way leaves the kernel as it was.
 //
 // Changes (Add, Remove, RemoveAndClose) are recorded in the desired set and
-// reach the kernel at the outermost Commit of a Begin/Commit pair; pairs
-// nest through a depth counter, and a change made outside any pair commits
-// itself at once. The depth is shared by all goroutines (like QEMU's memory
-// transaction under its big lock): a Commit applies whatever every caller
-// staged once the depth returns to zero.
+// reach the kernel at the outermost Commit of a transaction (IoEventTxn,
+// opened by Begin; Begin on the transaction nests one level deeper). Add,
+// Remove and RemoveAndClose called on the space itself are each a
+// transaction of their own, committed at once.
+//
+// Transactions are owned, and only one is open at a time: Begin waits
+// while another caller's transaction is open. QEMU can share one
+// transaction depth between all callers because they all hold its big
+// lock; govmm has no big lock: virtio transports (each under its own
+// mutex), the vhost attacher and its timer goroutine use one space
+// independently. With a shared depth a caller's Commit inside another's
+// transaction would return nil without applying anything, and a failure of
+// the other's commit would silently discard its changes. Owned
+// transactions make a Commit's result that of exactly the changes its
+// owner staged.
 //
 // A commit sorts the desired set once (O(n log n)), merge-walks it against
 // the committed sorted set, validates the result, then issues all deassigns
@@ -92,21 +103,29 @@ type IoEventStats struct {
 //
 // A failed commit (invalid set, ioctl error) leaves the space exactly as it
 // was before the transaction: the ioctls the commit made are undone in
-// reverse order, and every change staged since the last successful commit
-// (by any caller) is discarded. IDs returned by Add in the failed
+// reverse order, and every change staged in the transaction is discarded
+// (no other caller's changes can be pending). IDs returned by Add in the failed
 // transaction are then unknown, entries removed in it are still registered,
 // and no eventfd is closed. If the undo itself fails the space is poisoned.
 //
 // The space never takes ownership of an eventfd, except through
 // RemoveAndClose. It is safe for concurrent use; its mutex is held across
-// the ioctls of a commit.
+// the ioctls of a commit. Len, Committed, Stats and Poisoned do not wait
+// for an open transaction.
 type IoEventSpace struct {
+	// txmu is the transaction lock: held from Begin until the
+	// transaction's outermost Commit or Abort (possibly released by another
+	// goroutine than the one that took it), and by the space's own Add,
+	// Remove and RemoveAndClose. Taken before mu.
+	txmu sync.Mutex
+
 	mu sync.Mutex
 	k  IoeventfdAssigner
 
-	depth    int
-	dirty    bool  // changes staged since the last outermost commit
-	poisoned error // the rollback failure that poisoned the space
+	cur      *ioEventTxn // the open transaction, nil if none
+	depth    int         // of cur
+	dirty    bool        // changes staged since the last outermost commit
+	poisoned error       // the rollback failure that poisoned the space
 	nextID   IoEventID
 
 	// Every live entry (committed, or added since the last outermost
@@ -139,29 +158,125 @@ func NewIoEventSpace(k IoeventfdAssigner) *IoEventSpace {
 	return &IoEventSpace{k: k, ids: make(map[IoEventID]uint32)}
 }
 
-// Begin opens a transaction, or nests one level deeper in the current one.
-func (s *IoEventSpace) Begin() {
+// IoEventTxn is a transaction of an IoEventSpace, returned by Begin. It
+// holds the space's transaction lock until its outermost Commit or its
+// Abort, so its owner must end it on every path. After that every method
+// returns ErrTxnDone (Begin returns the ended transaction, whose methods
+// then fail). A transaction may be ended by another goroutine than the one
+// that began it, but its methods must not be called concurrently.
+type IoEventTxn interface {
+	// Begin nests one level deeper in the same transaction and returns it;
+	// each nested Begin needs its own Commit.
+	Begin() IoEventTxn
+	// Add, Remove and RemoveAndClose stage a change, as the space's
+	// methods of the same name do, for this transaction's commit.
+	Add(e Ioeventfd) (IoEventID, error)
+	Remove(id IoEventID) error
+	RemoveAndClose(id IoEventID) error
+	// Commit closes one level. The outermost Commit applies the staged
+	// changes (its error is the commit's: see IoEventSpace) and ends the
+	// transaction, releasing the space to the next Begin.
+	Commit() error
+	// Abort discards every change staged in the transaction, at any depth,
+	// and ends it: no ioctl is made and no eventfd closed. The enclosing
+	// levels' Commits then return ErrTxnDone.
+	Abort() error
+}
+
+type ioEventTxn struct{ s *IoEventSpace }
+
+// Begin opens a transaction. It waits while another transaction is open
+// (the space holds a transaction lock from Begin until that transaction's
+// outermost Commit or Abort), so no caller's changes ever join another
+// caller's commit. Calling it (or the space's Add, Remove, RemoveAndClose)
+// while holding an open transaction of the same space deadlocks: nest with
+// the transaction's own Begin instead.
+func (s *IoEventSpace) Begin() IoEventTxn {
+	s.txmu.Lock()
+	t := &ioEventTxn{s: s}
 	s.mu.Lock()
-	s.depth++
+	s.cur, s.depth = t, 1
 	s.mu.Unlock()
+	return t
 }
 
-// Commit closes the innermost open transaction. Only the outermost Commit
-// applies the staged changes and can fail for that reason; a Commit without
-// a matching Begin returns ErrUnbalancedCommit and changes nothing. See the
-// type's documentation for what a failed commit leaves behind.
-func (s *IoEventSpace) Commit() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commitLocked()
+// open locks the space and reports whether t is its open transaction; on
+// false the space is unlocked again.
+func (t *ioEventTxn) open() bool {
+	t.s.mu.Lock()
+	if t.s.cur != t {
+		t.s.mu.Unlock()
+		return false
+	}
+	return true
 }
 
-// Add stages the registration of e and returns its ID. e is validated now
-// (length 0, 1, 2, 4 or 8; no datamatch with length 0; datamatch fits the
-// length; open eventfd); collisions with other entries are checked at
-// commit. Datamatch is ignored (and recorded as 0) when HasDatamatch is
-// false. Outside a transaction Add commits at once, and the returned error
-// may then be a commit failure.
+func (t *ioEventTxn) Begin() IoEventTxn {
+	if t.open() {
+		t.s.depth++
+		t.s.mu.Unlock()
+	}
+	return t
+}
+
+func (t *ioEventTxn) Add(e Ioeventfd) (IoEventID, error) {
+	if err := checkIoeventfd(e); err != nil {
+		return 0, fmt.Errorf("add ioeventfd: %w", err)
+	}
+	if !t.open() {
+		return 0, fmt.Errorf("add ioeventfd: %w", ErrTxnDone)
+	}
+	defer t.s.mu.Unlock()
+	return t.s.stageAddLocked(e), nil
+}
+
+func (t *ioEventTxn) Remove(id IoEventID) error { return t.remove(id, false) }
+
+func (t *ioEventTxn) RemoveAndClose(id IoEventID) error { return t.remove(id, true) }
+
+func (t *ioEventTxn) remove(id IoEventID, closeFD bool) error {
+	if !t.open() {
+		return fmt.Errorf("remove ioeventfd #%d: %w", id, ErrTxnDone)
+	}
+	defer t.s.mu.Unlock()
+	return t.s.stageRemoveLocked(id, closeFD)
+}
+
+func (t *ioEventTxn) Commit() error {
+	s := t.s
+	if !t.open() {
+		return fmt.Errorf("commit ioeventfds: %w", ErrTxnDone)
+	}
+	s.depth--
+	if s.depth > 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	err := s.finishLocked()
+	s.cur = nil
+	s.mu.Unlock()
+	s.txmu.Unlock()
+	return err
+}
+
+func (t *ioEventTxn) Abort() error {
+	s := t.s
+	if !t.open() {
+		return fmt.Errorf("abort ioeventfd transaction: %w", ErrTxnDone)
+	}
+	s.discardLocked()
+	s.cur, s.depth = nil, 0
+	s.mu.Unlock()
+	s.txmu.Unlock()
+	return nil
+}
+
+// Add registers e in a transaction of its own and returns its ID. e is
+// validated first (length 0, 1, 2, 4 or 8; no datamatch with length 0;
+// datamatch fits the length; open eventfd); collisions with other entries
+// are checked at commit. Datamatch is ignored (and recorded as 0) when
+// HasDatamatch is false. The returned error may be a commit failure. The
+// same holds for IoEventTxn.Add, except that the commit comes later.
 //
 // The caller keeps ownership of e.Event and must keep it open until a
 // commit has removed the entry.
@@ -169,9 +284,54 @@ func (s *IoEventSpace) Add(e Ioeventfd) (IoEventID, error) {
 	if err := checkIoeventfd(e); err != nil {
 		return 0, fmt.Errorf("add ioeventfd: %w", err)
 	}
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.depth++
+	id := s.stageAddLocked(e)
+	if err := s.finishLocked(); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// Remove removes entry id in a transaction of its own; an unknown id is an
+// error (ErrUnknownIoEvent). The caller keeps the eventfd, and must keep it
+// open until the commit (KVM needs a live fd to deassign). In a
+// transaction (IoEventTxn.Remove), an Add and a Remove of the same ID
+// cancel out without any ioctl.
+func (s *IoEventSpace) Remove(id IoEventID) error {
+	return s.remove(id, false)
+}
+
+// RemoveAndClose is Remove, and hands the entry's eventfd to the space: it
+// is closed right after the outermost commit that removed the entry
+// succeeds, never before (closing first would make the deassign fail with
+// EBADF). A kick still pending in the eventfd at that point is drained and
+// discarded (counted in IoEventStats.DiscardedKicks): the device is going
+// away and nothing would process it. A caller that must see such a kick
+// uses Remove, commits, drains the eventfd itself and closes it.
+//
+// If the commit fails (or the transaction is aborted) the eventfd is not
+// closed and stays the caller's. The commit refuses (before any ioctl) to
+// close an eventfd that another entry of the space still uses.
+func (s *IoEventSpace) RemoveAndClose(id IoEventID) error {
+	return s.remove(id, true)
+}
+
+func (s *IoEventSpace) remove(id IoEventID, closeFD bool) error {
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.stageRemoveLocked(id, closeFD); err != nil {
+		return err
+	}
+	return s.finishLocked()
+}
+
+// stageAddLocked records e (already validated) in the desired set.
+func (s *IoEventSpace) stageAddLocked(e Ioeventfd) IoEventID {
 	s.nextID++
 	id := s.nextID
 	var slot uint32
@@ -186,50 +346,22 @@ func (s *IoEventSpace) Add(e Ioeventfd) (IoEventID, error) {
 	s.ids[id] = slot
 	s.staged = append(s.staged, slot)
 	s.dirty = true
-	if err := s.commitLocked(); err != nil {
-		return 0, err
-	}
-	return id, nil
+	return id
 }
 
-// Remove stages the removal of entry id; an unknown id is an error
-// (ErrUnknownIoEvent). The caller keeps the eventfd, and must keep it open
-// until the commit (KVM needs a live fd to deassign). An Add and a Remove of
-// the same ID in one transaction cancel out without any ioctl.
-func (s *IoEventSpace) Remove(id IoEventID) error {
-	return s.remove(id, false)
-}
-
-// RemoveAndClose is Remove, and hands the entry's eventfd to the space: it
-// is closed right after the outermost commit that removed the entry
-// succeeds, never before (closing first would make the deassign fail with
-// EBADF). A kick still pending in the eventfd at that point is drained and
-// discarded (counted in IoEventStats.DiscardedKicks): the device is going
-// away and nothing would process it. A caller that must see such a kick
-// uses Remove, commits, drains the eventfd itself and closes it.
-//
-// If the commit fails the eventfd is not closed and stays the caller's. The
-// commit refuses (before any ioctl) to close an eventfd that another entry
-// of the space still uses.
-func (s *IoEventSpace) RemoveAndClose(id IoEventID) error {
-	return s.remove(id, true)
-}
-
-func (s *IoEventSpace) remove(id IoEventID, closeFD bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// stageRemoveLocked takes entry id out of the desired set.
+func (s *IoEventSpace) stageRemoveLocked(id IoEventID, closeFD bool) error {
 	slot, ok := s.ids[id]
 	if !ok || !s.records[slot].desired {
 		return fmt.Errorf("remove ioeventfd #%d: %w", id, ErrUnknownIoEvent)
 	}
-	s.depth++
 	r := &s.records[slot]
 	r.desired = false
 	if closeFD {
 		s.closeAfter = append(s.closeAfter, r.ev)
 	}
 	s.dirty = true
-	return s.commitLocked()
+	return nil
 }
 
 // Len returns the number of committed entries.
@@ -418,16 +550,9 @@ func checkIoeventfd(e Ioeventfd) error {
 	return nil
 }
 
-// commitLocked ends one transaction level and, at the outermost level,
-// applies the staged changes.
-func (s *IoEventSpace) commitLocked() error {
-	if s.depth == 0 {
-		return ErrUnbalancedCommit
-	}
-	s.depth--
-	if s.depth > 0 {
-		return nil
-	}
+// finishLocked ends the outermost level of a transaction: it applies the
+// staged changes.
+func (s *IoEventSpace) finishLocked() error {
 	if s.poisoned != nil {
 		s.discardLocked()
 		s.stats.Failures++

@@ -53,28 +53,28 @@ func (c *commitBench) round(tb testing.TB) (enable, disable, enableCPU, disableC
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	before := c.k.Counts()
-	c.s.Begin()
+	tx := c.s.Begin()
 	for i, e := range c.entries {
-		id, err := c.s.Add(e)
+		id, err := tx.Add(e)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		c.ids[i] = id
 	}
 	cpu, start := threadCPU(tb), time.Now()
-	err := c.s.Commit()
+	err := tx.Commit()
 	enable, enableCPU = time.Since(start), threadCPU(tb)-cpu
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c.s.Begin()
+	tx = c.s.Begin()
 	for _, id := range c.ids {
-		if err := c.s.Remove(id); err != nil {
+		if err := tx.Remove(id); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	cpu, start = threadCPU(tb), time.Now()
-	err = c.s.Commit()
+	err = tx.Commit()
 	disable, disableCPU = time.Since(start), threadCPU(tb)-cpu
 	if err != nil {
 		tb.Fatal(err)

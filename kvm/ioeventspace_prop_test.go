@@ -210,31 +210,47 @@ func TestIoEventSpaceProperty(t *testing.T) {
 			checkInSync(t, s, k)
 		}
 
+		// tx is the open transaction while m.depth > 0, the last ended one
+		// (or nil) otherwise; stg stages in it, or in the space outside one.
+		var tx kvm.IoEventTxn
+		stg := func() stager {
+			if m.depth > 0 {
+				return tx
+			}
+			return s
+		}
 		steps := 5 + rng.IntN(40)
 		for step := 0; step < steps && !s.Poisoned(); step++ {
 			switch r := rng.IntN(100); {
 			case r < 12:
-				s.Begin()
+				if m.depth == 0 {
+					tx = s.Begin()
+				} else {
+					tx.Begin()
+				}
 				m.depth++
 			case r < 27:
 				if m.depth == 0 {
-					if err := s.Commit(); !errors.Is(err, kvm.ErrUnbalancedCommit) {
-						t.Fatalf("iter %d step %d: unbalanced Commit = %v", iter, step, err)
+					if tx == nil {
+						continue
+					}
+					if err := tx.Commit(); !errors.Is(err, kvm.ErrTxnDone) {
+						t.Fatalf("iter %d step %d: Commit of an ended transaction = %v", iter, step, err)
 					}
 					continue
 				}
 				m.depth--
 				if m.depth > 0 {
-					if err := s.Commit(); err != nil {
+					if err := tx.Commit(); err != nil {
 						t.Fatalf("iter %d step %d: inner Commit = %v", iter, step, err)
 					}
 					continue
 				}
-				outermost(step, s.Commit)
+				outermost(step, tx.Commit)
 			case r < 65:
 				e := randomEntry()
 				if e.Event.Fd() < 0 {
-					if _, err := s.Add(e); !errors.Is(err, kvm.ErrInvalidIoeventfd) {
+					if _, err := stg().Add(e); !errors.Is(err, kvm.ErrInvalidIoeventfd) {
 						t.Fatalf("iter %d step %d: Add with a closed eventfd = %v", iter, step, err)
 					}
 					continue
@@ -243,7 +259,7 @@ func TestIoEventSpaceProperty(t *testing.T) {
 				id := m.lastID
 				m.desired[id] = e
 				do := func() error {
-					got, err := s.Add(e)
+					got, err := stg().Add(e)
 					if err == nil && got != id {
 						t.Fatalf("iter %d step %d: Add returned #%d, want #%d (IDs are a counter)", iter, step, got, id)
 					}
@@ -260,7 +276,7 @@ func TestIoEventSpaceProperty(t *testing.T) {
 				id, ok := pick(m.desired)
 				if !ok || rng.IntN(10) == 0 {
 					id = m.lastID + 1 + kvm.IoEventID(rng.IntN(3)) // unknown
-					if err := s.Remove(id); !errors.Is(err, kvm.ErrUnknownIoEvent) {
+					if err := stg().Remove(id); !errors.Is(err, kvm.ErrUnknownIoEvent) {
 						t.Fatalf("iter %d step %d: Remove(unknown #%d) = %v", iter, step, id, err)
 					}
 					continue
@@ -268,10 +284,10 @@ func TestIoEventSpaceProperty(t *testing.T) {
 				withClose := rng.IntN(2) == 0
 				ev := m.desired[id].Event
 				delete(m.desired, id)
-				do := func() error { return s.Remove(id) }
+				do := func() error { return stg().Remove(id) }
 				if withClose {
 					m.closing = append(m.closing, ev)
-					do = func() error { return s.RemoveAndClose(id) }
+					do = func() error { return stg().RemoveAndClose(id) }
 				}
 				if m.depth > 0 {
 					if err := do(); err != nil {
@@ -292,16 +308,16 @@ func TestIoEventSpaceProperty(t *testing.T) {
 		for m.depth > 0 && !s.Poisoned() {
 			m.depth--
 			if m.depth > 0 {
-				if err := s.Commit(); err != nil {
+				if err := tx.Commit(); err != nil {
 					t.Fatal(err)
 				}
 				continue
 			}
-			outermost(-1, s.Commit)
+			outermost(-1, tx.Commit)
 		}
 		if s.Poisoned() {
-			s.Begin()
-			if err := s.Commit(); !errors.Is(err, kvm.ErrSpacePoisoned) {
+			tx := s.Begin()
+			if err := tx.Commit(); !errors.Is(err, kvm.ErrSpacePoisoned) {
 				t.Fatalf("iter %d: Commit on a poisoned space = %v", iter, err)
 			}
 		}

@@ -25,7 +25,20 @@ func queue(d, q int, ev *kvm.EventFD) kvm.Ioeventfd {
 	return kvm.Ioeventfd{Space: kvm.SpaceMMIO, Addr: notifyBase + uint64(d)*0x1000, Len: 4, HasDatamatch: true, Datamatch: uint64(q), Event: ev}
 }
 
-func mustAdd(t testing.TB, s *kvm.IoEventSpace, e kvm.Ioeventfd) kvm.IoEventID {
+// stager is what stages changes: the space itself (each change its own
+// transaction) or an open transaction.
+type stager interface {
+	Add(e kvm.Ioeventfd) (kvm.IoEventID, error)
+	Remove(id kvm.IoEventID) error
+	RemoveAndClose(id kvm.IoEventID) error
+}
+
+var (
+	_ stager = (*kvm.IoEventSpace)(nil)
+	_ stager = kvm.IoEventTxn(nil)
+)
+
+func mustAdd(t testing.TB, s stager, e kvm.Ioeventfd) kvm.IoEventID {
 	t.Helper()
 	id, err := s.Add(e)
 	if err != nil {
@@ -34,9 +47,9 @@ func mustAdd(t testing.TB, s *kvm.IoEventSpace, e kvm.Ioeventfd) kvm.IoEventID {
 	return id
 }
 
-func mustCommit(t testing.TB, s *kvm.IoEventSpace) {
+func mustCommit(t testing.TB, tx kvm.IoEventTxn) {
 	t.Helper()
-	if err := s.Commit(); err != nil {
+	if err := tx.Commit(); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
 }
@@ -77,15 +90,15 @@ func TestIoEventSpaceNesting(t *testing.T) {
 	s := kvm.NewIoEventSpace(k)
 	ev := kvmtest.NewEventFD(t)
 
-	s.Begin()
-	s.Begin()
-	mustAdd(t, s, queue(0, 0, ev))
-	mustCommit(t, s) // inner: applies nothing
-	mustAdd(t, s, queue(0, 1, ev))
+	tx := s.Begin()
+	tx.Begin()
+	mustAdd(t, tx, queue(0, 0, ev))
+	mustCommit(t, tx) // inner: applies nothing
+	mustAdd(t, tx, queue(0, 1, ev))
 	if c := k.Counts().Calls; c != 0 || s.Len() != 0 {
 		t.Fatalf("inside the outer transaction: %d ioctls, %d committed; want 0, 0", c, s.Len())
 	}
-	mustCommit(t, s)
+	mustCommit(t, tx)
 	if c := k.Counts(); c.Assigns != 2 || c.Calls != 2 || s.Len() != 2 {
 		t.Fatalf("after the outer commit: %+v, %d committed; want 2 assigns, 2 committed", c, s.Len())
 	}
@@ -94,23 +107,23 @@ func TestIoEventSpaceNesting(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 commit, 2 assigns", st)
 	}
 
-	// Underflow is an error and changes nothing.
-	if err := s.Commit(); !errors.Is(err, kvm.ErrUnbalancedCommit) {
-		t.Fatalf("Commit without Begin = %v, want ErrUnbalancedCommit", err)
+	// One Commit too many is an error and changes nothing.
+	if err := tx.Commit(); !errors.Is(err, kvm.ErrTxnDone) {
+		t.Fatalf("Commit of an ended transaction = %v, want ErrTxnDone", err)
 	}
 	if s.Len() != 2 || k.Counts().Calls != 2 {
 		t.Fatal("unbalanced Commit changed the space")
 	}
-	// And the depth did not go negative: a new pair still works.
-	s.Begin()
-	mustAdd(t, s, queue(0, 2, ev))
-	mustCommit(t, s)
+	// And the depth did not go negative: a new transaction still works.
+	tx = s.Begin()
+	mustAdd(t, tx, queue(0, 2, ev))
+	mustCommit(t, tx)
 	if s.Len() != 3 {
 		t.Fatalf("Len = %d after a pair following an underflow, want 3", s.Len())
 	}
 	// A commit with nothing staged issues nothing.
-	s.Begin()
-	mustCommit(t, s)
+	tx = s.Begin()
+	mustCommit(t, tx)
 	if c := k.Counts().Calls; c != 3 {
 		t.Fatalf("empty transaction issued ioctls: %d calls, want 3", c)
 	}
@@ -173,14 +186,14 @@ func TestIoEventSpaceUnknownRemove(t *testing.T) {
 		})
 	}
 	// Removing twice in one transaction: the second is unknown.
-	s.Begin()
-	if err := s.Remove(id); err != nil {
+	tx := s.Begin()
+	if err := tx.Remove(id); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Remove(id); !errors.Is(err, kvm.ErrUnknownIoEvent) {
+	if err := tx.Remove(id); !errors.Is(err, kvm.ErrUnknownIoEvent) {
 		t.Fatalf("second Remove = %v, want ErrUnknownIoEvent", err)
 	}
-	mustCommit(t, s)
+	mustCommit(t, tx)
 	if s.Len() != 0 || ev.Fd() < 0 {
 		t.Fatalf("Len %d, fd %d: want 0 and the eventfd still open", s.Len(), ev.Fd())
 	}
@@ -235,22 +248,25 @@ func TestIoEventSpaceValidation(t *testing.T) {
 			k = kvmtest.New()
 			s := kvm.NewIoEventSpace(k)
 			for _, inTx := range []bool{false, true} {
+				var tx kvm.IoEventTxn
+				var stg stager = s
 				if inTx {
-					s.Begin()
+					tx = s.Begin()
+					stg = tx
 				}
-				id, err := s.Add(tc.e)
+				id, err := stg.Add(tc.e)
 				if tc.wantErr == nil {
 					if err != nil {
 						t.Fatalf("Add(inTx=%v) = %v, want success", inTx, err)
 					}
-					if err := s.Remove(id); err != nil {
+					if err := stg.Remove(id); err != nil {
 						t.Fatal(err)
 					}
 				} else if !errors.Is(err, tc.wantErr) || !errors.Is(err, kvm.ErrInvalidIoeventfd) {
 					t.Fatalf("Add(inTx=%v) = %v, want %v", inTx, err, tc.wantErr)
 				}
 				if inTx {
-					mustCommit(t, s)
+					mustCommit(t, tx)
 				}
 			}
 			if tc.wantErr != nil && k.Counts().Calls != 0 {
@@ -303,12 +319,12 @@ func TestIoEventSpaceCollisions(t *testing.T) {
 					ida = mustAdd(t, s, tc.a)
 					before = k.Counts().Calls
 				}
-				s.Begin()
+				tx := s.Begin()
 				if !committedFirst {
-					ida = mustAdd(t, s, tc.a)
+					ida = mustAdd(t, tx, tc.a)
 				}
-				idb := mustAdd(t, s, tc.b)
-				err := s.Commit()
+				idb := mustAdd(t, tx, tc.b)
+				err := tx.Commit()
 				if !tc.collide {
 					if err != nil {
 						t.Fatalf("Commit = %v, want success", err)
@@ -348,11 +364,11 @@ func TestIoEventSpaceReplaceEventfd(t *testing.T) {
 	oldEv, newEv := kvmtest.NewEventFD(t), kvmtest.NewEventFD(t)
 	const n = 8
 	ids := make([]kvm.IoEventID, n)
-	s.Begin()
+	tx := s.Begin()
 	for q := range n {
-		ids[q] = mustAdd(t, s, queue(0, q, oldEv))
+		ids[q] = mustAdd(t, tx, queue(0, q, oldEv))
 	}
-	mustCommit(t, s)
+	mustCommit(t, tx)
 
 	// The order matters: on the kernel, adding first fails.
 	probe := kvmtest.New()
@@ -365,15 +381,15 @@ func TestIoEventSpaceReplaceEventfd(t *testing.T) {
 
 	var calls []kvmtest.Op
 	k.FailFunc(func(c kvmtest.Call) error { calls = append(calls, c.Op); return nil })
-	s.Begin()
+	tx = s.Begin()
 	for q := range n {
 		// Add the new one before removing the old: the space reorders.
-		mustAdd(t, s, queue(0, q, newEv))
-		if err := s.Remove(ids[q]); err != nil {
+		mustAdd(t, tx, queue(0, q, newEv))
+		if err := tx.Remove(ids[q]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mustCommit(t, s)
+	mustCommit(t, tx)
 	want := append(slices.Repeat([]kvmtest.Op{kvmtest.OpDeassign}, n), slices.Repeat([]kvmtest.Op{kvmtest.OpAssign}, n)...)
 	if !slices.Equal(calls, want) {
 		t.Fatalf("ioctl order %v, want %v", calls, want)
@@ -394,16 +410,16 @@ func TestIoEventSpaceAddRemoveCancel(t *testing.T) {
 
 	ev := kvmtest.NewEventFD(t)
 	closeEv := kvmtest.NewEventFD(t)
-	s.Begin()
-	a := mustAdd(t, s, queue(0, 1, ev))
-	b := mustAdd(t, s, queue(0, 2, closeEv))
-	if err := s.Remove(a); err != nil {
+	tx := s.Begin()
+	a := mustAdd(t, tx, queue(0, 1, ev))
+	b := mustAdd(t, tx, queue(0, 2, closeEv))
+	if err := tx.Remove(a); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveAndClose(b); err != nil {
+	if err := tx.RemoveAndClose(b); err != nil {
 		t.Fatal(err)
 	}
-	mustCommit(t, s)
+	mustCommit(t, tx)
 	if c := k.Counts().Calls - calls; c != 0 {
 		t.Fatalf("Add+Remove in one transaction issued %d ioctls, want 0", c)
 	}
@@ -429,14 +445,14 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 		if err := ev.Signal(); err != nil { // a kick that nobody handled
 			t.Fatal(err)
 		}
-		s.Begin()
-		if err := s.RemoveAndClose(id); err != nil {
+		tx := s.Begin()
+		if err := tx.RemoveAndClose(id); err != nil {
 			t.Fatal(err)
 		}
 		if ev.Fd() < 0 {
 			t.Fatal("eventfd closed before the commit (KVM would get EBADF)")
 		}
-		mustCommit(t, s)
+		mustCommit(t, tx)
 		if ev.Fd() >= 0 {
 			t.Fatal("eventfd still open after the commit that removed it")
 		}
@@ -453,12 +469,12 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 		s := kvm.NewIoEventSpace(k)
 		ev := kvmtest.NewEventFD(t)
 		id := mustAdd(t, s, queue(0, 0, ev))
-		s.Begin()
-		if err := s.RemoveAndClose(id); err != nil {
+		tx := s.Begin()
+		if err := tx.RemoveAndClose(id); err != nil {
 			t.Fatal(err)
 		}
 		k.FailCall(1, unix.EIO)
-		if err := s.Commit(); !errors.Is(err, unix.EIO) {
+		if err := tx.Commit(); !errors.Is(err, unix.EIO) {
 			t.Fatalf("Commit = %v, want EIO", err)
 		}
 		if ev.Fd() < 0 {
@@ -500,13 +516,13 @@ func TestIoEventSpaceDeferredClose(t *testing.T) {
 		mustAdd(t, s, queue(0, 0, early))
 		id := mustAdd(t, s, queue(0, 1, ev))
 		calls := k.Counts().Calls
-		s.Begin()
-		if err := s.Remove(id); err != nil {
+		tx := s.Begin()
+		if err := tx.Remove(id); err != nil {
 			t.Fatal(err)
 		}
-		mustAdd(t, s, queue(0, 2, kvmtest.NewEventFD(t)))
+		mustAdd(t, tx, queue(0, 2, kvmtest.NewEventFD(t)))
 		ev.Close()
-		if err := s.Commit(); !errors.Is(err, kvm.ErrClosed) {
+		if err := tx.Commit(); !errors.Is(err, kvm.ErrClosed) {
 			t.Fatalf("Commit = %v, want ErrClosed", err)
 		}
 		if k.Counts().Calls != calls || s.Len() != 2 {
@@ -519,13 +535,13 @@ func TestIoEventSpaceCommitError(t *testing.T) {
 	k := kvmtest.New()
 	s := kvm.NewIoEventSpace(k)
 	ev := kvmtest.NewEventFD(t)
-	s.Begin()
+	tx := s.Begin()
 	var ids []kvm.IoEventID
 	for q := range 4 {
-		ids = append(ids, mustAdd(t, s, queue(0, q, ev)))
+		ids = append(ids, mustAdd(t, tx, queue(0, q, ev)))
 	}
 	k.FailCall(3, unix.ENOSPC)
-	err := s.Commit()
+	err := tx.Commit()
 	var ce *kvm.IoEventCommitError
 	if !errors.As(err, &ce) || !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("Commit = %v, want an IoEventCommitError wrapping ENOSPC", err)
@@ -558,13 +574,13 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 		s := kvm.NewIoEventSpace(k)
 		ev := kvmtest.NewEventFD(t)
 		committed := mustAdd(t, s, queue(1, 0, ev))
-		s.Begin()
+		tx := s.Begin()
 		for q := range 4 {
-			mustAdd(t, s, queue(0, q, ev))
+			mustAdd(t, tx, queue(0, q, ev))
 		}
 		k.FailCall(3, unix.ENOSPC) // third assign fails...
 		k.FailCall(4, unix.EIO)    // ...and undoing the second one too
-		err := s.Commit()
+		err := tx.Commit()
 		if !errors.Is(err, unix.ENOSPC) || !errors.Is(err, unix.EIO) || !errors.Is(err, kvm.ErrSpacePoisoned) {
 			t.Fatalf("Commit = %v, want ENOSPC, EIO and ErrSpacePoisoned", err)
 		}
@@ -578,8 +594,8 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 		if err := s.Remove(committed); !errors.Is(err, kvm.ErrSpacePoisoned) {
 			t.Fatalf("Remove on a poisoned space = %v, want ErrSpacePoisoned", err)
 		}
-		s.Begin()
-		if err := s.Commit(); !errors.Is(err, kvm.ErrSpacePoisoned) || !strings.Contains(err.Error(), "poisoned") {
+		tx = s.Begin()
+		if err := tx.Commit(); !errors.Is(err, kvm.ErrSpacePoisoned) || !strings.Contains(err.Error(), "poisoned") {
 			t.Fatalf("empty Commit on a poisoned space = %v, want ErrSpacePoisoned", err)
 		}
 		if k.Counts().Calls != calls {
@@ -590,13 +606,13 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 		k := kvmtest.New()
 		s := kvm.NewIoEventSpace(k)
 		ev := kvmtest.NewEventFD(t)
-		s.Begin()
+		tx := s.Begin()
 		for q := range 3 {
-			mustAdd(t, s, queue(0, q, ev))
+			mustAdd(t, tx, queue(0, q, ev))
 		}
 		k.FailCall(3, unix.ENOSPC)
 		k.FailCall(4, unix.ENOENT)
-		if err := s.Commit(); !errors.Is(err, unix.ENOSPC) || errors.Is(err, kvm.ErrSpacePoisoned) {
+		if err := tx.Commit(); !errors.Is(err, unix.ENOSPC) || errors.Is(err, kvm.ErrSpacePoisoned) {
 			t.Fatalf("Commit = %v, want ENOSPC without poisoning", err)
 		}
 		if s.Poisoned() {
@@ -609,12 +625,12 @@ func TestIoEventSpacePoisoning(t *testing.T) {
 		ev := kvmtest.NewEventFD(t)
 		a := mustAdd(t, s, queue(0, 0, ev))
 		b := mustAdd(t, s, queue(0, 1, ev))
-		s.Begin()
-		s.Remove(a)
-		s.Remove(b)
+		tx := s.Begin()
+		tx.Remove(a)
+		tx.Remove(b)
 		k.FailCall(2, unix.EIO)
 		k.FailCall(3, unix.ENOMEM)
-		if err := s.Commit(); !errors.Is(err, unix.ENOMEM) || !errors.Is(err, kvm.ErrSpacePoisoned) {
+		if err := tx.Commit(); !errors.Is(err, unix.ENOMEM) || !errors.Is(err, kvm.ErrSpacePoisoned) {
 			t.Fatalf("Commit = %v, want ErrSpacePoisoned wrapping ENOMEM", err)
 		}
 	})
@@ -630,18 +646,19 @@ func TestIoEventSpaceConcurrent(t *testing.T) {
 		ev := kvmtest.NewEventFD(t)
 		wg.Go(func() {
 			var ids []kvm.IoEventID
+			var tx kvm.IoEventTxn
 			for q := range per {
 				if q%8 == 0 {
-					s.Begin()
+					tx = s.Begin()
 				}
-				id, err := s.Add(queue(w, q, ev))
+				id, err := tx.Add(queue(w, q, ev))
 				if err != nil {
 					errs <- err
 					return
 				}
 				ids = append(ids, id)
 				if q%8 == 7 {
-					if err := s.Commit(); err != nil {
+					if err := tx.Commit(); err != nil {
 						errs <- err
 						return
 					}
@@ -718,22 +735,22 @@ func runFaultMatrix(t *testing.T, target func() faultTarget, kind string) {
 
 		var ids []kvm.IoEventID
 		var attempted []kvm.Ioeventfd
-		s.Begin()
+		tx := s.Begin()
 		switch kind {
 		case "enable":
 			for _, i := range perm {
-				mustAdd(t, s, entry(i, evs[i]))
+				mustAdd(t, tx, entry(i, evs[i]))
 				attempted = append(attempted, entry(i, evs[i]))
 			}
 		case "disable", "replace":
 			for _, i := range perm {
-				ids = append(ids, mustAdd(t, s, entry(i, evs[i])))
+				ids = append(ids, mustAdd(t, tx, entry(i, evs[i])))
 			}
-			mustCommit(t, s)
-			s.Begin()
+			mustCommit(t, tx)
+			tx = s.Begin()
 			if kind == "disable" {
 				for _, id := range ids {
-					if err := s.RemoveAndClose(id); err != nil {
+					if err := tx.RemoveAndClose(id); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -746,7 +763,7 @@ func runFaultMatrix(t *testing.T, target func() faultTarget, kind string) {
 				if i%2 == 1 {
 					continue
 				}
-				if err := s.RemoveAndClose(id); err != nil {
+				if err := tx.RemoveAndClose(id); err != nil {
 					t.Fatal(err)
 				}
 				ev, err := kvm.NewEventFD()
@@ -754,7 +771,7 @@ func runFaultMatrix(t *testing.T, target func() faultTarget, kind string) {
 					t.Fatal(err)
 				}
 				evs = append(evs, ev)
-				mustAdd(t, s, entry(i, ev))
+				mustAdd(t, tx, entry(i, ev))
 				attempted = append(attempted, entry(i, ev))
 			}
 		}
@@ -762,7 +779,7 @@ func runFaultMatrix(t *testing.T, target func() faultTarget, kind string) {
 		beforeEntries := entriesOf(s)
 
 		tg.inj.FailCall(uint64(k), unix.ENOSPC)
-		err := s.Commit()
+		err := tx.Commit()
 		var ce *kvm.IoEventCommitError
 		if !errors.Is(err, unix.ENOSPC) || !errors.As(err, &ce) {
 			t.Fatalf("k=%d: Commit = %v, want an IoEventCommitError wrapping ENOSPC", k, err)
@@ -782,13 +799,13 @@ func runFaultMatrix(t *testing.T, target func() faultTarget, kind string) {
 
 		// Clean up through the space: everything goes, and the eventfds
 		// are closed by RemoveAndClose.
-		s.Begin()
+		tx = s.Begin()
 		for _, c := range s.Committed() {
-			if err := s.RemoveAndClose(c.ID); err != nil {
+			if err := tx.RemoveAndClose(c.ID); err != nil {
 				t.Fatal(err)
 			}
 		}
-		mustCommit(t, s)
+		mustCommit(t, tx)
 		tg.check(t, nil, append(beforeEntries, attempted...))
 		for _, ev := range evs {
 			ev.Close() // those never committed (enable)
@@ -902,14 +919,14 @@ func TestIoEventSpaceForeignCollisionKVM(t *testing.T) {
 		if err := vm.AssignIoeventfd(foreign); err != nil {
 			t.Fatal(err)
 		}
-		s.Begin()
-		if err := s.Remove(old); err != nil {
+		tx := s.Begin()
+		if err := tx.Remove(old); err != nil {
 			t.Fatal(err)
 		}
 		for q := range n {
-			mustAdd(t, s, queue(0, q, evs[q]))
+			mustAdd(t, tx, queue(0, q, evs[q]))
 		}
-		err := s.Commit()
+		err := tx.Commit()
 		var ce *kvm.IoEventCommitError
 		if !errors.Is(err, unix.EEXIST) || !errors.As(err, &ce) || ce.Entry.Datamatch != uint64(pos) {
 			t.Fatalf("pos %d: Commit = %v, want EEXIST from the assign of queue %d", pos, err, pos)
@@ -1018,11 +1035,11 @@ func TestIoEventSpaceKernelFull(t *testing.T) {
 	}
 	before := entriesOf(s)
 	k.SetLimit(10)
-	s.Begin()
+	tx := s.Begin()
 	for q := range 16 {
-		mustAdd(t, s, queue(1, q, ev))
+		mustAdd(t, tx, queue(1, q, ev))
 	}
-	err := s.Commit()
+	err := tx.Commit()
 	var ce *kvm.IoEventCommitError
 	if !errors.Is(err, unix.ENOSPC) || !errors.As(err, &ce) || ce.Entry.Datamatch != 6 || ce.Undone != 6 {
 		t.Fatalf("Commit = %v, want ENOSPC at the 7th assign (queue 6) with 6 undone", err)

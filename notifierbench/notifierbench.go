@@ -302,21 +302,45 @@ func (b *bench) measure(ctx context.Context, mode string) (sample, error) {
 		// group is the number of entries per transaction; 1 means no
 		// transaction at all (each Add and Remove commits itself).
 		group := map[string]int{ModeBatchedDevice: b.queues, ModeBatchedAll: len(b.entries), ModePerQueue: 1}[mode]
-		enable = func() error {
-			for i, e := range b.entries {
-				if group > 1 && i%group == 0 {
-					s.Begin()
+		// run stages entry i's change with op, in a transaction of group
+		// entries (or, for group 1, in the space's own one per change).
+		run := func(n int, op func(st ioStager, i int) error) error {
+			var tx kvm.IoEventTxn
+			for i := range n {
+				var st ioStager = s
+				if group > 1 {
+					if i%group == 0 {
+						tx = s.Begin()
+					}
+					st = tx
 				}
-				id, err := s.Add(e)
-				if err != nil {
+				if err := op(st, i); err != nil {
+					if tx != nil {
+						tx.Abort()
+					}
 					return err
 				}
-				ids[i] = id
 				if group > 1 && (i+1)%group == 0 {
-					if err := s.Commit(); err != nil {
+					err := tx.Commit()
+					tx = nil
+					if err != nil {
 						return err
 					}
 				}
+			}
+			if tx != nil {
+				return tx.Commit()
+			}
+			return nil
+		}
+		enable = func() error {
+			err := run(len(b.entries), func(st ioStager, i int) error {
+				id, err := st.Add(b.entries[i])
+				ids[i] = id
+				return err
+			})
+			if err != nil {
+				return err
 			}
 			if s.Len() != len(b.entries) {
 				return fmt.Errorf("%d entries committed, want %d", s.Len(), len(b.entries))
@@ -324,18 +348,8 @@ func (b *bench) measure(ctx context.Context, mode string) (sample, error) {
 			return nil
 		}
 		disable = func() error {
-			for i, id := range ids {
-				if group > 1 && i%group == 0 {
-					s.Begin()
-				}
-				if err := s.Remove(id); err != nil {
-					return err
-				}
-				if group > 1 && (i+1)%group == 0 {
-					if err := s.Commit(); err != nil {
-						return err
-					}
-				}
+			if err := run(len(ids), func(st ioStager, i int) error { return st.Remove(ids[i]) }); err != nil {
+				return err
 			}
 			if s.Len() != 0 {
 				return fmt.Errorf("%d entries still committed after disabling", s.Len())
@@ -384,4 +398,11 @@ func (b *bench) pause(ctx context.Context) error {
 	case <-tm.C:
 		return nil
 	}
+}
+
+// ioStager stages ioeventfd changes: an open kvm.IoEventTxn, or the
+// kvm.IoEventSpace itself (each change its own transaction).
+type ioStager interface {
+	Add(e kvm.Ioeventfd) (kvm.IoEventID, error)
+	Remove(id kvm.IoEventID) error
 }

@@ -12,16 +12,13 @@ import (
 )
 
 // IoEvents is the ioeventfd registry the Attacher registers notifiers
-// with; *kvm.IoEventSpace implements it. Begin/Commit nest, a failed
-// commit discards everything staged since the last successful one, and
-// RemoveAndClose closes the eventfd only after the commit that removed
-// the entry succeeded.
+// with; *kvm.IoEventSpace implements it. Begin opens a transaction owned
+// by the Attacher (it waits while a virtio transport's is open, so the
+// two never share a commit); a failed commit or an Abort discards what
+// the transaction staged, and RemoveAndClose closes the eventfd only after
+// the commit that removed the entry succeeded.
 type IoEvents interface {
-	Begin()
-	Commit() error
-	Add(e kvm.Ioeventfd) (kvm.IoEventID, error)
-	Remove(id kvm.IoEventID) error
-	RemoveAndClose(id kvm.IoEventID) error
+	Begin() kvm.IoEventTxn
 }
 
 // CommitMode says how the Attacher groups notifier (de)registrations into
@@ -511,15 +508,15 @@ func (j *attachJob) fail(err error) {
 	j.evs = nil
 }
 
-// stage adds j's entries to the open transaction. On a validation error
-// it withdraws what it added (an Add and a Remove in one transaction
-// cancel out) and fails j.
-func (a *Attacher) stageLocked(j *attachJob) {
+// stage adds j's entries to tx. On a validation error it withdraws what
+// it added (an Add and a Remove in one transaction cancel out) and fails
+// j.
+func (a *Attacher) stageLocked(tx kvm.IoEventTxn, j *attachJob) {
 	for i, s := range j.specs {
-		id, err := a.io.Add(s.Ioeventfd(j.evs[i]))
+		id, err := tx.Add(s.Ioeventfd(j.evs[i]))
 		if err != nil {
 			for _, id := range j.ids {
-				a.io.Remove(id)
+				tx.Remove(id)
 			}
 			j.ids = nil
 			j.fail(fmt.Errorf("register queue %d notifier: %w", s.Queue, err))
@@ -542,11 +539,11 @@ func (a *Attacher) registerBatchedLocked(jobs []*attachJob) {
 	if len(live) == 0 {
 		return
 	}
-	a.io.Begin()
+	tx := a.io.Begin()
 	for _, j := range live {
-		a.stageLocked(j)
+		a.stageLocked(tx, j)
 	}
-	err := a.io.Commit()
+	err := tx.Commit()
 	a.stats.AttachCommits++
 	var staged []*attachJob
 	for _, j := range live {
@@ -568,13 +565,13 @@ func (a *Attacher) registerBatchedLocked(jobs []*attachJob) {
 	}
 	a.log.Warn("vhost attach: batched notifier commit failed, registering devices one by one", "devices", len(staged), "err", err)
 	for _, j := range staged {
-		a.io.Begin()
-		a.stageLocked(j)
+		tx := a.io.Begin()
+		a.stageLocked(tx, j)
 		if j.err != nil {
-			a.io.Commit()
+			tx.Abort()
 			continue
 		}
-		err := a.io.Commit()
+		err := tx.Commit()
 		a.stats.AttachCommits++
 		j.commits++
 		if err != nil {
@@ -591,12 +588,12 @@ func (a *Attacher) registerPerQueueLocked(j *attachJob) {
 		return
 	}
 	for i, s := range j.specs {
-		a.io.Begin()
-		id, err := a.io.Add(s.Ioeventfd(j.evs[i]))
+		tx := a.io.Begin()
+		id, err := tx.Add(s.Ioeventfd(j.evs[i]))
 		if err != nil {
-			a.io.Commit()
+			tx.Abort()
 		} else {
-			err = a.io.Commit()
+			err = tx.Commit()
 			a.stats.AttachCommits++
 			j.commits++
 		}
@@ -622,14 +619,14 @@ func (a *Attacher) deregisterLocked(regs []*registration) int {
 	if a.mode == CommitPerQueue {
 		for _, r := range regs {
 			for i, id := range r.ids {
-				a.io.Begin()
-				if err := a.io.RemoveAndClose(id); err != nil {
-					a.io.Commit()
+				tx := a.io.Begin()
+				if err := tx.RemoveAndClose(id); err != nil {
+					tx.Abort()
 					a.log.Warn("vhost detach: unknown notifier", "id", id, "err", err)
 					r.evs[i].Close()
 					continue
 				}
-				err := a.io.Commit()
+				err := tx.Commit()
 				n++
 				if err != nil {
 					a.stale = append(a.stale, staleEntry{id: id, ev: r.evs[i]})
@@ -639,10 +636,10 @@ func (a *Attacher) deregisterLocked(regs []*registration) int {
 		return n
 	}
 	total := 0
-	a.io.Begin()
+	tx := a.io.Begin()
 	for _, r := range regs {
 		for i, id := range r.ids {
-			if err := a.io.RemoveAndClose(id); err != nil {
+			if err := tx.RemoveAndClose(id); err != nil {
 				// Unknown to the space, so not registered: just close.
 				a.log.Warn("vhost detach: unknown notifier", "id", id, "err", err)
 				r.evs[i].Close()
@@ -651,7 +648,7 @@ func (a *Attacher) deregisterLocked(regs []*registration) int {
 			total++
 		}
 	}
-	err := a.io.Commit()
+	err := tx.Commit()
 	if total > 0 {
 		n++
 	}
@@ -674,16 +671,16 @@ func (a *Attacher) retryStaleLocked() error {
 		return nil
 	}
 	a.stats.StaleRetries++
-	a.io.Begin()
+	tx := a.io.Begin()
 	var keep []staleEntry
 	for _, s := range a.stale {
-		if err := a.io.RemoveAndClose(s.id); err != nil {
+		if err := tx.RemoveAndClose(s.id); err != nil {
 			s.ev.Close() // unknown: not registered
 			continue
 		}
 		keep = append(keep, s)
 	}
-	if err := a.io.Commit(); err != nil {
+	if err := tx.Commit(); err != nil {
 		a.stale = keep
 		return err
 	}

@@ -126,10 +126,25 @@ func (w *ctrlWorker) run() {
 	}
 }
 
-// drain serves every request available.
+// ctrlBudget is how many requests drain serves before it looks for a stop
+// request: a driver that refills the queue as fast as it is served cannot
+// hold stop off.
+const ctrlBudget = 64
+
+// drain serves every request available, in batches of ctrlBudget with a
+// look for stop in between; it returns early when stop was asked for.
 func (w *ctrlWorker) drain() {
 	var c virtio.Chain
+	done := 0
 	for {
+		if done >= ctrlBudget {
+			select {
+			case <-w.quit:
+				return
+			default:
+			}
+			done = 0
+		}
 		ok, err := w.q.PopInto(&c)
 		if err != nil {
 			w.fail(fmt.Errorf("control queue: %w", err))
@@ -139,15 +154,20 @@ func (w *ctrlWorker) drain() {
 			if !w.q.EnableNotification() {
 				return
 			}
+			done++ // requests arrived meanwhile: count the retry too
 			continue
 		}
+		done++
 		written := w.handle(&c)
 		if err := w.q.Push(c.Head, written); err != nil {
 			w.fail(fmt.Errorf("control queue: %w", err))
 			return
 		}
 		if w.q.NeedsInterrupt() {
-			w.irq.Signal(virtio.InterruptUsedBuffer)
+			if err := w.irq.Signal(virtio.InterruptUsedBuffer); err != nil {
+				w.fail(fmt.Errorf("control queue interrupt: %w", err))
+				return
+			}
 		}
 	}
 }

@@ -96,16 +96,15 @@ type IRQTrigger interface {
 }
 
 // IoEvents is the ioeventfd registry the transport registers its queue
-// notifiers with; *kvm.IoEventSpace satisfies it. Begin/Commit nest; Add
-// and RemoveAndClose stage changes that the outermost Commit applies.
-// RemoveAndClose hands the eventfd over: it is closed only after the commit
-// that removed the entry succeeded. A failed commit discards everything
-// staged since the previous successful commit.
+// notifiers with; *kvm.IoEventSpace satisfies it. Begin opens a
+// transaction owned by the caller (waiting while another caller's is
+// open); its Add and RemoveAndClose stage changes that its outermost
+// Commit applies, and Abort drops them. RemoveAndClose hands the eventfd
+// over: it is closed only after the commit that removed the entry
+// succeeded. A failed commit discards everything the transaction staged,
+// and nothing of any other caller's.
 type IoEvents interface {
-	Begin()
-	Commit() error
-	Add(e kvm.Ioeventfd) (kvm.IoEventID, error)
-	RemoveAndClose(id kvm.IoEventID) error
+	Begin() kvm.IoEventTxn
 }
 
 // NotifySpec is one queue's doorbell: a 4-byte guest write of Datamatch

@@ -16,16 +16,21 @@ var (
 )
 
 // fakeIoEvents implements virtio.IoEvents with the documented semantics of
-// kvm.IoEventSpace: nesting Begin/Commit, staged changes applied by the
-// outermost Commit, a failed commit discarding everything staged, and
-// RemoveAndClose closing the eventfd only after a successful commit. It
-// refuses entries the kernel would see as colliding (same address, length
-// and datamatch) and closed eventfds, like KVM.
+// kvm.IoEventSpace: owned transactions (Begin waits while another is
+// open) that nest, staged changes applied by the outermost Commit, a failed
+// commit or an Abort discarding everything staged, and RemoveAndClose
+// closing the eventfd only after a successful commit. It refuses entries
+// the kernel would see as colliding (same address, length and datamatch)
+// and closed eventfds, like KVM.
 type fakeIoEvents struct {
+	txmu sync.Mutex // held by the open transaction
+
 	mu         sync.Mutex
+	cur        *fakeTxn
 	depth      int
-	begins     int // every Begin call
+	begins     int // every Begin call, nested ones included
 	commits    int // every Commit call
+	aborts     int // every Abort call
 	applied    int // outermost commits that applied
 	nextID     kvm.IoEventID
 	committed  map[kvm.IoEventID]kvm.Ioeventfd
@@ -38,35 +43,84 @@ type fakeIoEvents struct {
 	failCommit bool // fail the next outermost commit
 }
 
+type fakeTxn struct{ f *fakeIoEvents }
+
+var errTxnDone = errors.New("fake: transaction ended")
+
 func newFakeIoEvents() *fakeIoEvents {
 	return &fakeIoEvents{committed: map[kvm.IoEventID]kvm.Ioeventfd{}, desired: map[kvm.IoEventID]kvm.Ioeventfd{}}
 }
 
-func (f *fakeIoEvents) Begin() {
+func (f *fakeIoEvents) Begin() kvm.IoEventTxn {
+	f.txmu.Lock()
+	t := &fakeTxn{f: f}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.begins++
-	f.depth++
+	f.cur, f.depth = t, 1
+	return t
 }
 
-func (f *fakeIoEvents) Commit() error {
-	f.mu.Lock()
+// lock locks f and reports whether t is still open (f stays locked).
+func (t *fakeTxn) lock() bool {
+	t.f.mu.Lock()
+	return t.f.cur == t
+}
+
+func (t *fakeTxn) Begin() kvm.IoEventTxn {
+	f := t.f
+	ok := t.lock()
 	defer f.mu.Unlock()
-	f.commits++
-	return f.commitLocked()
+	f.begins++
+	if ok {
+		f.depth++
+	}
+	return t
 }
 
-func (f *fakeIoEvents) commitLocked() error {
-	if f.depth == 0 {
-		return errors.New("commit without begin")
+func (t *fakeTxn) Commit() error {
+	f := t.f
+	ok := t.lock()
+	f.commits++
+	if !ok {
+		f.mu.Unlock()
+		return errTxnDone
 	}
 	f.depth--
 	if f.depth > 0 {
+		f.mu.Unlock()
 		return nil
 	}
+	err := f.applyLocked()
+	f.cur = nil
+	f.mu.Unlock()
+	f.txmu.Unlock()
+	return err
+}
+
+func (t *fakeTxn) Abort() error {
+	f := t.f
+	ok := t.lock()
+	f.aborts++
+	if !ok {
+		f.mu.Unlock()
+		return errTxnDone
+	}
+	f.discardLocked()
+	f.cur, f.depth = nil, 0
+	f.mu.Unlock()
+	f.txmu.Unlock()
+	return nil
+}
+
+func (f *fakeIoEvents) discardLocked() {
+	f.desired = maps.Clone(f.committed)
+	f.closeAfter = nil
+}
+
+func (f *fakeIoEvents) applyLocked() error {
 	discard := func(err error) error {
-		f.desired = maps.Clone(f.committed)
-		f.closeAfter = nil
+		f.discardLocked()
 		return err
 	}
 	if f.failCommit {
@@ -98,9 +152,12 @@ func (f *fakeIoEvents) commitLocked() error {
 	return nil
 }
 
-func (f *fakeIoEvents) Add(e kvm.Ioeventfd) (kvm.IoEventID, error) {
-	f.mu.Lock()
+func (t *fakeTxn) Add(e kvm.Ioeventfd) (kvm.IoEventID, error) {
+	f := t.f
 	defer f.mu.Unlock()
+	if !t.lock() {
+		return 0, errTxnDone
+	}
 	f.seen = append(f.seen, e.Event)
 	f.adds++
 	if f.adds == f.failAddAt {
@@ -109,23 +166,37 @@ func (f *fakeIoEvents) Add(e kvm.Ioeventfd) (kvm.IoEventID, error) {
 	if e.Event == nil || e.Event.Fd() < 0 {
 		return 0, errors.New("fake add: closed eventfd")
 	}
-	f.depth++
 	f.nextID++
 	f.desired[f.nextID] = e
-	return f.nextID, f.commitLocked()
+	return f.nextID, nil
 }
 
-func (f *fakeIoEvents) RemoveAndClose(id kvm.IoEventID) error {
-	f.mu.Lock()
+func (t *fakeTxn) Remove(id kvm.IoEventID) error { return t.remove(id, false) }
+
+func (t *fakeTxn) RemoveAndClose(id kvm.IoEventID) error { return t.remove(id, true) }
+
+func (t *fakeTxn) remove(id kvm.IoEventID, closeFD bool) error {
+	f := t.f
 	defer f.mu.Unlock()
+	if !t.lock() {
+		return errTxnDone
+	}
 	e, ok := f.desired[id]
 	if !ok {
 		return errUnknownID
 	}
-	f.depth++
 	delete(f.desired, id)
-	f.closeAfter = append(f.closeAfter, e.Event)
-	return f.commitLocked()
+	if closeFD {
+		f.closeAfter = append(f.closeAfter, e.Event)
+	}
+	return nil
+}
+
+// counts returns the transaction counters.
+func (f *fakeIoEvents) counts() (begins, commits, aborts, applied int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.begins, f.commits, f.aborts, f.applied
 }
 
 func (f *fakeIoEvents) registered() []kvm.Ioeventfd {

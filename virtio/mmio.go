@@ -674,36 +674,24 @@ func (t *MMIOTransport) registerNotifiersLocked(kicks []*kvm.EventFD) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	io := t.cfg.IoEvents
-	io.Begin()
+	tx := t.cfg.IoEvents.Begin()
 	var regs []notifierReg
-	var addErr error
 	for _, r := range evs {
-		id, err := io.Add(t.notifySpec(r.queue).Ioeventfd(r.ev))
+		id, err := tx.Add(t.notifySpec(r.queue).Ioeventfd(r.ev))
 		if err != nil {
-			addErr = fmt.Errorf("register queue %d notifier: %w", r.queue, err)
-			break
+			// Drop what this transaction staged: nothing was registered,
+			// and the eventfds are still ours.
+			err = fmt.Errorf("register queue %d notifier: %w", r.queue, err)
+			if aerr := tx.Abort(); aerr != nil {
+				err = errors.Join(err, aerr)
+			}
+			closeAll()
+			return err
 		}
 		r.id = id
 		regs = append(regs, r)
 	}
-	if addErr != nil {
-		// Withdraw what this transaction added (an Add and a RemoveAndClose
-		// in one transaction cancel out).
-		handed := t.withdrawLocked(regs)
-		if err := io.Commit(); err != nil {
-			// Nothing was handed over: a failed commit drops it all.
-			addErr = errors.Join(addErr, err)
-			handed = nil
-		}
-		for _, r := range evs {
-			if !handed[r.ev] {
-				r.ev.Close()
-			}
-		}
-		return addErr
-	}
-	if err := io.Commit(); err != nil {
+	if err := tx.Commit(); err != nil {
 		// The failed commit dropped every Add it staged: nothing is
 		// registered and the eventfds are still ours.
 		closeAll()
@@ -716,13 +704,13 @@ func (t *MMIOTransport) registerNotifiersLocked(kicks []*kvm.EventFD) error {
 	return nil
 }
 
-// withdrawLocked stages RemoveAndClose for regs (inside the caller's
-// transaction) and returns the eventfds IoEvents took over; the others
-// were not registered and stay the caller's to close.
-func (t *MMIOTransport) withdrawLocked(regs []notifierReg) map[*kvm.EventFD]bool {
+// withdrawLocked stages RemoveAndClose for regs in tx and returns the
+// eventfds IoEvents took over; the others were not registered and stay the
+// caller's to close.
+func (t *MMIOTransport) withdrawLocked(tx kvm.IoEventTxn, regs []notifierReg) map[*kvm.EventFD]bool {
 	handed := make(map[*kvm.EventFD]bool, len(regs))
 	for _, r := range regs {
-		if err := t.cfg.IoEvents.RemoveAndClose(r.id); err == nil {
+		if err := tx.RemoveAndClose(r.id); err == nil {
 			handed[r.ev] = true
 		}
 	}
@@ -736,10 +724,9 @@ func (t *MMIOTransport) releaseNotifiersLocked() error {
 	if len(t.notifiers) == 0 {
 		return nil
 	}
-	io := t.cfg.IoEvents
-	io.Begin()
-	handed := t.withdrawLocked(t.notifiers)
-	if err := io.Commit(); err != nil {
+	tx := t.cfg.IoEvents.Begin()
+	handed := t.withdrawLocked(tx, t.notifiers)
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("release %d queue notifiers: %w", len(t.notifiers), err)
 	}
 	for _, r := range t.notifiers {

@@ -110,33 +110,33 @@ func TestExternalNotifiersOneCommit(t *testing.T) {
 		trs = append(trs, tr)
 	}
 	var ids []kvm.IoEventID
-	space.Begin()
+	tx := space.Begin()
 	for _, tr := range trs {
 		for _, s := range tr.NotifySpecs() {
 			ev, err := kvm.NewEventFD()
 			if err != nil {
 				t.Fatal(err)
 			}
-			id, err := space.Add(s.Ioeventfd(ev))
+			id, err := tx.Add(s.Ioeventfd(ev))
 			if err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, id)
 		}
 	}
-	if err := space.Commit(); err != nil {
+	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	if k.Len() != 6 || space.Stats().Commits != 1 {
 		t.Errorf("kernel %d, commits %d", k.Len(), space.Stats().Commits)
 	}
-	space.Begin()
+	tx = space.Begin()
 	for _, id := range ids {
-		if err := space.RemoveAndClose(id); err != nil {
+		if err := tx.RemoveAndClose(id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := space.Commit(); err != nil {
+	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	if k.Len() != 0 {

@@ -523,9 +523,9 @@ func TestMMIOActivateFailures(t *testing.T) {
 		{"collision with a stale registration", func(t *testing.T, r *rig) {
 			// Someone else holds queue 1's doorbell: the commit collides.
 			ev := kvmtest.NewEventFD(t)
-			r.io.Begin()
-			r.io.Add(virtio.NotifySpec{Queue: 1, Addr: mmioBase + 0x50, Datamatch: 1}.Ioeventfd(ev))
-			r.io.Commit()
+			tx := r.io.Begin()
+			tx.Add(virtio.NotifySpec{Queue: 1, Addr: mmioBase + 0x50, Datamatch: 1}.Ioeventfd(ev))
+			tx.Commit()
 			r.io.begins, r.io.commits = 0, 0
 		}, nil, 1},
 	}
@@ -555,8 +555,9 @@ func TestMMIOActivateFailures(t *testing.T) {
 			if r.tr.Active() || r.tr.Notifiers() != 0 || len(r.io.registered()) != before {
 				t.Errorf("active %v, %d notifiers, %d registered (was %d)", r.tr.Active(), r.tr.Notifiers(), len(r.io.registered()), before)
 			}
-			if r.io.begins != tt.txns || r.io.commits != tt.txns {
-				t.Errorf("%d Begin / %d Commit, want %d transactions", r.io.begins, r.io.commits, tt.txns)
+			// Every transaction ends, by a Commit or an Abort.
+			if begins, commits, aborts, _ := r.io.counts(); begins != tt.txns || commits+aborts != tt.txns {
+				t.Errorf("%d Begin / %d Commit / %d Abort, want %d transactions", begins, commits, aborts, tt.txns)
 			}
 			if r.tr.Stats().DeviceErrors == 0 {
 				t.Error("DeviceErrors not counted")

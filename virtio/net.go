@@ -64,6 +64,10 @@ const (
 	NetQueueSize = 256
 	// netCtrlQueueSize is the control queue's maximum size.
 	netCtrlQueueSize = 64
+	// netCtrlBudget is how many commands the control worker answers
+	// before it looks for a stop request: a driver that keeps the queue
+	// full cannot hold Reset off.
+	netCtrlBudget = 64
 	// netStatusLinkUp is VIRTIO_NET_S_LINK_UP.
 	netStatusLinkUp = 1
 	// Configuration space layout (struct virtio_net_config).
@@ -562,12 +566,15 @@ func startNetCtrlWorker(r *netRun) (_ *netCtrlWorker, err error) {
 func (w *netCtrlWorker) run() {
 	defer close(w.done)
 	for {
-		if err := w.process(); err != nil {
+		more, err := w.process()
+		if err != nil {
 			w.r.n.log.Warn("virtio-net control queue stopped", "err", err)
 			w.r.a.Fail(err)
 			return
 		}
-		evs, err := w.ep.wait(true)
+		// With commands left over, only look for a stop (or a kick)
+		// before the next batch; otherwise park.
+		evs, err := w.ep.wait(!more)
 		if err != nil {
 			w.r.a.Fail(err)
 			return
@@ -588,34 +595,40 @@ func (w *netCtrlWorker) stop() {
 	w.stopE.Close()
 }
 
-// process answers every available command, each acknowledged (and
-// published, with an interrupt if the driver wants one) only after its
-// effect is in place.
-func (w *netCtrlWorker) process() error {
+// process answers available commands, at most netCtrlBudget of them, each
+// acknowledged (and published, with an interrupt if the driver wants one)
+// only after its effect is in place. more reports that the budget ran out
+// with commands possibly left: call again after looking for a stop.
+func (w *netCtrlWorker) process() (more bool, err error) {
 	q := w.r.ctrlQ
+	done := 0
 	for {
 		q.DisableNotification()
 		for {
+			if done >= netCtrlBudget {
+				return true, nil
+			}
 			ok, err := q.PopInto(&w.chain)
 			if err != nil {
-				return fmt.Errorf("virtio-net control queue: %w", err)
+				return false, fmt.Errorf("virtio-net control queue: %w", err)
 			}
 			if !ok {
 				break
 			}
+			done++
 			written := w.handle(&w.chain)
 			if err := q.AddUsed(w.chain.Head, written); err != nil {
-				return fmt.Errorf("virtio-net control queue: %w", err)
+				return false, fmt.Errorf("virtio-net control queue: %w", err)
 			}
 			q.PublishUsed()
 			if q.NeedsInterrupt() {
 				if err := w.r.a.Interrupt.Signal(InterruptUsedBuffer); err != nil {
-					return fmt.Errorf("virtio-net control queue interrupt: %w", err)
+					return false, fmt.Errorf("virtio-net control queue interrupt: %w", err)
 				}
 			}
 		}
 		if !q.EnableNotification() {
-			return nil
+			return false, nil
 		}
 	}
 }

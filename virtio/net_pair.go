@@ -172,6 +172,10 @@ type NetQueuePair struct {
 	held     []*Chain
 	pool     []*Chain
 	rxNotify bool // receive kicks requested (waiting for buffers)
+	// rxWork counts what the current ProcessRX call did against
+	// NetPairBudget: packets read (delivered, dropped or filtered),
+	// unusable chains returned, and retries after buffers arrived.
+	rxWork int
 	// heldTail: the held chains are the last ones popped (no unusable
 	// chain was returned after them), so Rewind can un-pop them.
 	heldTail bool
@@ -410,6 +414,12 @@ func (p *NetQueuePair) rxHeaderOK() bool {
 // packet (wait for it to become readable) or the receive queue had no
 // room (kicks are enabled: wait for one). An error means the receive
 // queue is broken.
+//
+// Everything the guest or the peer can repeat without end counts against
+// the budget: packets read (delivered, dropped or filtered), chains too
+// short to use, and retries after the driver added buffers that still
+// did not fit. So a call always returns after a bounded amount of work
+// and the caller can look for a stop request in between.
 func (p *NetQueuePair) ProcessRX() (more bool, err error) {
 	delivered := 0
 	defer func() {
@@ -417,7 +427,8 @@ func (p *NetQueuePair) ProcessRX() (more bool, err error) {
 			p.stamp(&p.st.rxFirst, &p.st.rxLast)
 		}
 	}()
-	for delivered < NetPairBudget {
+	p.rxWork = 0
+	for p.rxWork < NetPairBudget {
 		if p.rxLen == 0 {
 			n, err := p.io.ReadPacket(p.rxBuf)
 			if err != nil {
@@ -426,6 +437,7 @@ func (p *NetQueuePair) ProcessRX() (more bool, err error) {
 				}
 				return false, p.complete(p.rx, nil)
 			}
+			p.rxWork++
 			switch {
 			case n >= len(p.rxBuf) || n < NetHdrSize+ethHdrLen || !p.rxHeaderOK():
 				p.st.rxDropped.Add(1)
@@ -441,10 +453,15 @@ func (p *NetQueuePair) ProcessRX() (more bool, err error) {
 			return false, p.complete(p.rx, err)
 		}
 		if !ok {
+			if p.rxWork >= NetPairBudget {
+				// popRX stopped on the budget, not on an empty ring.
+				return true, p.complete(p.rx, nil)
+			}
 			// No room: ask for a kick when the driver adds buffers;
 			// buffers that arrived meanwhile are tried at once.
 			p.rxNotify = true
 			if p.rx.EnableNotification() {
+				p.rxWork++
 				continue
 			}
 			return false, p.complete(p.rx, nil)
@@ -459,9 +476,11 @@ func (p *NetQueuePair) ProcessRX() (more bool, err error) {
 }
 
 // popRX pops the next usable receive chain into held. Chains without room
-// for the header are returned to the driver unused.
+// for the header are returned to the driver unused, each counted against
+// the budget: it reports false without an error when the ring is empty or
+// the budget ran out (rxWork >= NetPairBudget).
 func (p *NetQueuePair) popRX() (bool, error) {
-	for {
+	for p.rxWork < NetPairBudget {
 		var c *Chain
 		if n := len(p.pool); n > 0 {
 			c, p.pool = p.pool[n-1], p.pool[:n-1]
@@ -475,6 +494,7 @@ func (p *NetQueuePair) popRX() (bool, error) {
 		}
 		if c.WritableLen < NetHdrSize {
 			p.st.badBuffers.Add(1)
+			p.rxWork++
 			p.pool = append(p.pool, c)
 			if len(p.held) > 0 {
 				p.heldTail = false
@@ -490,6 +510,7 @@ func (p *NetQueuePair) popRX() (bool, error) {
 		p.held = append(p.held, c)
 		return true, nil
 	}
+	return false, nil
 }
 
 // release drops the first k held chains into the pool.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -217,11 +216,17 @@ func (w *NetPairWorker) run() {
 	debug.SetPanicOnFault(true)
 	defer func() {
 		if r := recover(); r != nil {
-			re, ok := r.(runtime.Error)
-			if !ok || !strings.Contains(re.Error(), "fault") {
+			// Under SetPanicOnFault a memory fault panics with a
+			// runtime.Error that has an Addr method; anything else is a
+			// bug and keeps crashing.
+			fault, ok := r.(interface {
+				runtime.Error
+				Addr() uintptr
+			})
+			if !ok {
 				panic(r)
 			}
-			fail(fmt.Errorf("queue pair %d: guest memory access faulted: %w", p.Index(), re))
+			fail(fmt.Errorf("queue pair %d: guest memory access at %#x faulted: %w", p.Index(), fault.Addr(), fault))
 		}
 	}()
 	for {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -375,7 +376,7 @@ func (h *session) signalErr(r *ring) {
 }
 
 // queue builds a device-side queue from r over guest memory.
-func (h *session) queue(r *ring) (_ *virtio.Queue, err error) {
+func (h *session) queue(r *ring) (*virtio.Queue, error) {
 	v := h.view
 	desc, err := v.UserToGuest(r.addr.Desc)
 	if err != nil {
@@ -396,22 +397,53 @@ func (h *session) queue(r *ring) (_ *virtio.Queue, err error) {
 	q.SetNextAvail(r.base)
 	// The front-end's memory could fault (a truncated file): do not let
 	// that take the process down.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("guest memory fault: %v", p)
+	err = guardFault(func() error {
+		if err := q.Init(h.gm); err != nil {
+			return err
 		}
-	}()
-	if err := q.Init(h.gm); err != nil {
-		return nil, err
-	}
-	// Continue from what the ring already shows as used (a restart).
-	u, err := h.gm.LoadU16Acquire(used + 2)
+		// Continue from what the ring already shows as used (a restart).
+		u, err := h.gm.LoadU16Acquire(used + 2)
+		if err != nil {
+			return err
+		}
+		q.SetNextUsed(u)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	q.SetNextUsed(u)
 	return q, nil
+}
+
+// errGuestFault: touching guest memory raised SIGBUS or SIGSEGV, as when
+// the front-end truncated the file behind it.
+var errGuestFault = errors.New("guest memory access faulted")
+
+// guardFault runs fn, which touches guest memory, on the calling
+// goroutine with faults turned into panics (debug.SetPanicOnFault) and
+// those panics into an error wrapping errGuestFault. The front-end owns
+// the files behind guest memory and may shrink them at any time; the
+// session goroutine must survive that like the pair workers do. Any other
+// panic is not ours to hide and goes on.
+func guardFault(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		// Only a memory fault under SetPanicOnFault carries the
+		// faulting address.
+		if re, ok := r.(interface {
+			runtime.Error
+			Addr() uintptr
+		}); ok {
+			err = fmt.Errorf("%w at %#x: %v", errGuestFault, re.Addr(), re)
+			return
+		}
+		panic(r)
+	}()
+	return fn()
 }
 
 // startPair runs pair p: queues, data path, worker, TAP queue attached.
@@ -429,9 +461,14 @@ func (h *session) startPair(p int) error {
 		return fmt.Errorf("queue %d: %w", 2*p+1, err)
 	}
 	be := h.s.cfg.Backend
-	pair, err := virtio.NewNetQueuePair(virtio.NetQueuePairConfig{
-		Index: p, RX: rx, TX: tx, IO: be.Pair(p), Features: h.features,
-		Interrupt: callInterrupt{rx: rxR, tx: txR},
+	var pair *virtio.NetQueuePair
+	// NewNetQueuePair writes the receive ring's suppression field.
+	err = guardFault(func() (err error) {
+		pair, err = virtio.NewNetQueuePair(virtio.NetQueuePairConfig{
+			Index: p, RX: rx, TX: tx, IO: be.Pair(p), Features: h.features,
+			Interrupt: callInterrupt{rx: rxR, tx: txR},
+		})
+		return err
 	})
 	if err != nil {
 		return err
@@ -461,15 +498,23 @@ func (h *session) startPair(p int) error {
 // stopPair stops pair p if it runs: the worker stops, receive buffers it
 // took but did not fill are given back, and each ring's next available
 // index is kept as its base. Its TAP queue is detached (pair 0's stays
-// attached: a TAP must keep one queue).
-func (h *session) stopPair(p int) {
+// attached: a TAP must keep one queue). Giving the buffers back writes
+// the used ring; if that fails (a broken ring, or guest memory that
+// faults because the front-end truncated it) the pair is reported broken
+// on both rings' error fds and the error is returned; the pair is
+// stopped all the same.
+func (h *session) stopPair(p int) error {
 	run := h.runs[p]
 	if run == nil {
-		return
+		return nil
 	}
 	run.worker.Stop()
-	if err := run.pair.Rewind(); err != nil {
-		h.s.log.Warn("vhost-user-net: rewind receive queue", "pair", p, "err", err)
+	err := guardFault(run.pair.Rewind)
+	if err != nil {
+		err = fmt.Errorf("queue pair %d: give back receive buffers: %w", p, err)
+		h.s.log.Warn("vhost-user-net: queue pair broken while stopping", "pair", p, "err", err)
+		h.signalErr(h.rings[2*p])
+		h.signalErr(h.rings[2*p+1])
 	}
 	h.rings[2*p].base = run.rx.NextAvail()
 	h.rings[2*p+1].base = run.tx.NextAvail()
@@ -485,6 +530,7 @@ func (h *session) stopPair(p int) {
 	if !h.anyRunning() {
 		h.releaseView()
 	}
+	return err
 }
 
 // callInterrupt signals the pair's call eventfds (the queue pair raises
