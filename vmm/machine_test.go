@@ -1,36 +1,15 @@
 package vmm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/govmm/govmm/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the vCPU goroutine to write while
-// the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // runGuest runs kernel to completion under a timeout, through the same
 // New/Run/Close path as `govmm run`.
@@ -56,7 +35,7 @@ type guestRun struct {
 func runGuestIn(t *testing.T, ns *testutil.NetNS, cfg Config, timeout time.Duration, during func(m *Machine)) guestRun {
 	t.Helper()
 	testutil.RequireKVM(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cfg.Console = &out
 	if cfg.MemSize == 0 {
 		cfg.MemSize = 64 << 20

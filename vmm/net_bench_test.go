@@ -151,7 +151,7 @@ func (a *netRun) add(b netRun) {
 // the device's counters.
 func runReflect(b *testing.B, ns *testutil.NetNS, r *reflector, kernel []byte, frames int, args string) netRun {
 	b.Helper()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cfg := Config{
 		Kernel: kernel, KernelName: "netdrv", MemSize: 64 << 20, CPUs: 1, Console: &out,
 		Cmdline: fmt.Sprintf("netdrv.mode=reflect netdrv.pings=%d netdrv.timeout=20000 %s", frames, args),

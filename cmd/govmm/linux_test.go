@@ -50,6 +50,23 @@ func bootLinux(t *testing.T, ns *testutil.NetNS, args ...string) (console, logs 
 	return console, errOut.String(), code
 }
 
+// checkBoot fails t unless console holds every line of wants and govmm
+// exited 0, and then shows the end of the console.
+func checkBoot(t *testing.T, console, logs string, code int, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if code != 0 {
+		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
+	}
+	if t.Failed() {
+		t.Logf("console tail:\n%s", tail(console, 40))
+	}
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
@@ -120,25 +137,14 @@ func TestLinuxSMP(t *testing.T) {
 	vmlinux, _ := testutil.LinuxKernel(t)
 	console, logs, code := bootLinux(t, nil, "--kernel", vmlinux, "--initrd", testutil.LinuxInitramfs(t),
 		"--memory", "256M", "--cpus", "2", "--cmdline", "console=ttyS0 panic=-1 reboot=t")
-	for _, want := range []string{
-		"smpboot: Allowing 2 CPUs",
-		"smp: Brought up 1 node, 2 CPUs",
-		"Freeing initrd memory:", // the --initrd was loaded and unpacked
-		"Run /init as init process",
-	} {
-		if !strings.Contains(console, want) {
-			t.Errorf("console lacks %q", want)
-		}
-	}
 	if strings.Contains(console, "Max logical packages: 2") {
 		t.Errorf("Linux sees two packages, want two cores of one")
 	}
-	if code != 0 {
-		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
-	}
-	if t.Failed() {
-		t.Logf("console tail:\n%s", tail(console, 40))
-	}
+	checkBoot(t, console, logs, code,
+		"smpboot: Allowing 2 CPUs",
+		"smp: Brought up 1 node, 2 CPUs",
+		"Freeing initrd memory:", // the --initrd was loaded and unpacked
+		"Run /init as init process")
 }
 
 // TestLinuxUserSpace is the full boot: the initramfs's init brings up
@@ -153,17 +159,7 @@ func TestLinuxUserSpace(t *testing.T) {
 	ns.StartDHCP(t, "tap0", "10.0.0.2")
 	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux,
 		"--memory", "256M", "--cpus", "2", "--net", "tap=tap0", "--cmdline", "console=ttyS0 ip=dhcp panic=-1 reboot=t")
-	for _, want := range []string{"initramfs: ping 10.0.0.1 ok", "initramfs: cpus=2"} {
-		if !strings.Contains(console, want) {
-			t.Errorf("console lacks %q", want)
-		}
-	}
-	if code != 0 {
-		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
-	}
-	if t.Failed() {
-		t.Logf("console tail:\n%s", tail(console, 40))
-	}
+	checkBoot(t, console, logs, code, "initramfs: ping 10.0.0.1 ok", "initramfs: cpus=2")
 }
 
 // TestLinuxDHCPOverVhostUser is the DHCP boot with the packets moved by a
@@ -193,21 +189,10 @@ func TestLinuxDHCPOverVhostUser(t *testing.T) {
 	const cmdline = "console=ttyS0 ip=dhcp panic=-1 reboot=t"
 	console, logs, code := bootLinux(t, ns, "--kernel", vmlinux, "--memory", "256M",
 		"--net", "vhost-user="+sock+",queues=2", "--stats", "--cmdline", cmdline)
-	for _, want := range []string{
-		"IP-Config: Got DHCP answer from 10.0.0.1, my address is 10.0.0.2",
-		"Run /init as init process",
-	} {
-		if !strings.Contains(console, want) {
-			t.Errorf("console lacks %q", want)
-		}
-	}
 	if !strings.Contains(logs, "net0: notifiers=") || !strings.Contains(logs, "attach_commits=1") {
 		t.Errorf("no vhost stats line with one attach commit; stderr:\n%s", logs)
 	}
-	if code != 0 {
-		t.Errorf("govmm exited %d; stderr:\n%s", code, logs)
-	}
-	if t.Failed() {
-		t.Logf("console tail:\n%s", tail(console, 40))
-	}
+	checkBoot(t, console, logs, code,
+		"IP-Config: Got DHCP answer from 10.0.0.1, my address is 10.0.0.2",
+		"Run /init as init process")
 }

@@ -1,38 +1,19 @@
 package vunet
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/govmm/govmm/internal/testutil"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vhostnet/vhostuser"
 	"github.com/govmm/govmm/virtio"
 	vt "github.com/govmm/govmm/virtio/virtiotest"
 )
-
-// syncBuffer is a log sink safe for the workers' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestGuardFault(t *testing.T) {
 	if err := guardFault(func() error { return nil }); err != nil {
@@ -76,7 +57,7 @@ func TestSessionStopOnTruncatedMemory(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			fn := newFakeNet(t, 1)
 			s, err := New(Config{Backend: fn, QueuePairs: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			if err != nil {
